@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import platform
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -233,6 +234,7 @@ class Sampler:
         with self._lock:  # the thread may be recording while a snapshot is taken
             return {
                 "sampler": self.kind,
+                "host": platform.node(),
                 "interval_s": self.interval,
                 "reason": self.reason,
                 "error": self.error,
@@ -449,6 +451,27 @@ def make_sampler(device: torch.device | str, interval: float = DEFAULT_INTERVAL_
         return NvmlSampler([index], interval, nvml=nvml)
     except Exception as exc:  # NVML missing, no driver, no such device: telemetry degrades, training goes on
         return _fallback(interval, f"NVML is unavailable: {_one_line(exc)}")
+
+
+def merge_ranks(gathered: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """One result for a process group from each rank's (None where a rank did not sample).
+
+    ``devices`` lists every sampled device, tagged with its rank and host, so the report can show each
+    GPU, and each machine of a multi-node run, on its own; ``ranks`` keeps every rank's whole result
+    (with its timeline). The other fields are those of the lowest sampling rank, and ``error`` names
+    the rank of each error met.
+    """
+    present = [(rank, telemetry) for rank, telemetry in enumerate(gathered) if telemetry is not None]
+    if not present:
+        return None
+    errors = [f"rank {rank}: {telemetry['error']}" for rank, telemetry in present if telemetry.get("error")]
+    return {
+        **present[0][1],
+        "error": "; ".join(errors) or None,
+        "devices": [{**device, "rank": rank, "host": telemetry.get("host")}
+                    for rank, telemetry in present for device in telemetry.get("devices") or []],
+        "ranks": list(gathered),
+    }
 
 
 # ------------------------------------------------------------------------------------ helpers

@@ -420,3 +420,60 @@ def test_rss_counts_children_and_skips_ones_that_exited():
     sampler = CpuSampler(LONG, process=process)
     assert sampler.sample_once()["rss_bytes"] == 1230
     assert sampler.stop()["devices"][0]["rss_max_bytes"] == 1230
+
+
+# ------------------------------------------------------------------- several ranks, several machines
+def rank_telemetry(index: int, host: str, utilisation: list[int], error: Any = None) -> dict[str, Any]:
+    """What one GPU rank's NVML sampler returns, read through the stand-in NVML."""
+    scripts = {index: script(name="H100", utilization=[(u, 1) for u in utilisation])}
+    scripts[index]["utilization"].append(error or scripts[index]["utilization"][-1])
+    sampler = NvmlSampler([index], LONG, nvml=FakeNvml(scripts))
+    sampler.start()
+    for _ in range(len(utilisation) + (error is not None)):
+        sampler.sample_once()
+    telemetry = sampler.stop()
+    return {**telemetry, "host": host}
+
+
+def test_merged_ranks_list_every_gpu_with_its_rank_and_host():
+    from convbench.report.plots import utilisation_series
+    from convbench.report.scaling import _device_utilisation
+    from convbench.telemetry import merge_ranks
+
+    gathered = [rank_telemetry(0, "node-a", [90, 100]), rank_telemetry(1, "node-a", [40, 60])]
+    merged = merge_ranks(gathered)
+    assert [(d["rank"], d["host"], d["index"], d["utilization_mean"]) for d in merged["devices"]] == [
+        (0, "node-a", 0, 95.0), (1, "node-a", 1, 50.0)]
+    assert merged["ranks"] == gathered and merged["error"] is None
+    record = {"telemetry": json.loads(json.dumps(merged))}  # as the report reads it back
+    assert _device_utilisation(record) == [("H100:0", 95.0), ("H100:1", 50.0)]
+    assert {name: values for name, (_, values) in utilisation_series(record).items()} == {
+        "gpu0": [90, 100], "gpu1": [40, 60]}  # every rank's timeline, not rank 0's alone
+
+
+def test_merged_ranks_of_several_machines_name_the_host():
+    from convbench.report.plots import utilisation_series
+    from convbench.report.scaling import _device_utilisation
+    from convbench.telemetry import merge_ranks
+
+    lost = pynvml.NVMLError_GpuIsLost()
+    merged = merge_ranks([rank_telemetry(0, "node-a", [80]), None,
+                          rank_telemetry(0, "node-b", [20], error=lost), None])  # two GPU per node, one sampled
+    assert [(d["rank"], d["host"]) for d in merged["devices"]] == [(0, "node-a"), (2, "node-b")]
+    assert merged["error"].startswith("rank 2: sampling stopped") and "GpuIsLost" in merged["error"]
+    assert _device_utilisation({"telemetry": merged}) == [("node-a/H100:0", 80.0), ("node-b/H100:0", 20.0)]
+    assert set(utilisation_series({"telemetry": merged})) == {"node-a/gpu0", "node-b/gpu0"}
+
+
+def test_no_rank_sampled_gives_no_telemetry():
+    from convbench.telemetry import merge_ranks
+
+    assert merge_ranks([None, None]) is None
+
+
+def test_results_name_the_host_they_were_sampled_on():
+    import platform
+
+    sampler = CpuSampler(LONG)
+    sampler.start()
+    assert sampler.stop()["host"] == platform.node()

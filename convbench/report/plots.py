@@ -337,17 +337,23 @@ def params_figure(group: str, records: list[dict[str, Any]]) -> Figure:
 
 def utilisation_series(record: dict[str, Any]) -> dict[str, tuple[list[float], list[float]]]:
     """Per device, (seconds since the run started, utilisation %): GPU utilisation from NVML (``gpuN``)
-    or the machine's CPU percent from psutil (``cpu``), from the run's telemetry timeline."""
-    timeline = (record.get("telemetry") or {}).get("timeline") or {}
-    times = timeline.get("t_s") or []
+    or the machine's CPU percent from psutil (``cpu``), from the telemetry timeline of every rank that
+    sampled. Devices of a run over several machines are named ``host/gpuN``."""
+    telemetry = record.get("telemetry") or {}
+    timelines = [t for t in telemetry.get("ranks") or [telemetry] if t]
+    several_hosts = len({t.get("host") for t in timelines}) > 1
     series = {}
-    for key, values in timeline.items():
-        gpu = key.startswith("gpu") and key.endswith("_utilization") and "memory" not in key
-        if gpu or key == "cpu_percent":
-            points = [(t, v) for t, v in zip(times, values, strict=False) if v is not None]
-            if points:
-                series[key.removesuffix("_utilization").replace("_percent", "")] = (
-                    [t for t, _ in points], [v for _, v in points])
+    for sampled in timelines:
+        timeline = sampled.get("timeline") or {}
+        times = timeline.get("t_s") or []
+        for key, values in timeline.items():
+            gpu = key.startswith("gpu") and key.endswith("_utilization") and "memory" not in key
+            if gpu or key == "cpu_percent":
+                points = [(t, v) for t, v in zip(times, values, strict=False) if v is not None]
+                if points:
+                    name = key.removesuffix("_utilization").replace("_percent", "")
+                    name = f"{sampled.get('host')}/{name}" if several_hosts else name
+                    series[name] = ([t for t, _ in points], [v for _, v in points])
     return series
 
 

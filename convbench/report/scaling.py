@@ -24,13 +24,15 @@ def _family(record: dict[str, Any]) -> str:
 
 def _device_utilisation(record: dict[str, Any]) -> list[tuple[str, float]]:
     """(device name, mean utilisation %) per sampled device: GPU utilisation, or CPU percent."""
-    telemetry = record.get("telemetry") or {}
+    devices = (record.get("telemetry") or {}).get("devices") or []
+    several_hosts = len({device.get("host") for device in devices}) > 1  # a multi-node run
     found = []
-    for device in telemetry.get("devices") or []:
+    for device in devices:
         value = device.get("utilization_mean", device.get("cpu_percent_mean"))
         if value is not None:
             index = device.get("index")
-            found.append((f"{device.get('name')}{'' if index is None else f':{index}'}", value))
+            name = f"{device.get('name')}{'' if index is None else f':{index}'}"
+            found.append((f"{device.get('host')}/{name}" if several_hosts else name, value))
     return found
 
 
