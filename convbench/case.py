@@ -12,6 +12,7 @@ import dataclasses
 import itertools
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -129,9 +130,12 @@ class Case:
         self._check(_is_positive_int(self.world_size), "world_size", "a positive integer")
         if self.scaling not in SCALINGS:
             raise CaseError(f"scaling={self.scaling!r} is invalid; " + choices_hint(str(self.scaling), SCALINGS))
-        self._check(isinstance(self.device, str) and (self.device in ("auto", "cpu")
-                 or self.device.split(":")[0] in ("cuda", "mps")), "device",
-                 "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        self._check(isinstance(self.device, str) and re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device)
+                    is not None, "device", "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        if self.world_size > 1 and self.device not in ("auto", "cpu", "cuda"):
+            # each rank takes its own GPU (rank r: cuda:r); one named device cannot serve them all
+            raise CaseError(f"device={self.device!r} cannot be shared by world_size={self.world_size} ranks; valid "
+                            "choices for a multi-device case: 'auto', 'cuda' (one GPU per rank) or 'cpu' (gloo)")
         self._check(self.eval_every is None or _is_positive_int(self.eval_every), "eval_every",
                  "a positive number of steps or None")
         self._check(_is_positive_int(self.eval_batch_size), "eval_batch_size", "a positive integer")

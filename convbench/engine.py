@@ -54,7 +54,8 @@ class RunSettings:
     scale: str = "full"
     progress: Callable[[Progress], None] | None = None
     registry: Registry | None = None
-    timeout_s: float | None = None  # for multi-process cases; None: convbench.launch's default
+    #: Per-case limit. None: 30 minutes for multi-process cases (convbench.launch), none in this process.
+    timeout_s: float | None = None
     telemetry_interval_s: float | None = 0.2  # device/CPU sampling during the run; None: off
 
 
@@ -69,6 +70,11 @@ def resolve_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CaseError(f"invalid device={name!r}: CUDA is not available here; use 'auto' or 'cpu'")
+    if device.type == "cuda" and device.index is None:  # this rank's GPU (set by the launcher), named
+        return torch.device("cuda", torch.cuda.current_device())
+    if device.type == "cuda" and device.index >= torch.cuda.device_count():
+        raise CaseError(f"invalid device={name!r}: {torch.cuda.device_count()} GPU(s) visible; valid choices: "
+                        + ", ".join(f"'cuda:{i}'" for i in range(torch.cuda.device_count())) + ", 'auto'")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise CaseError(f"invalid device={name!r}: MPS is not available here; use 'auto' or 'cpu'")
     return device
@@ -318,47 +324,52 @@ class PreparedRun:
             return dist.any(reached, self.device)
 
         sampler = self._start_sampler()
-        model.train()
-        if trajectory is not None:
-            record_trajectory(0)
-        step = 0
-        lr = lr_control.effective_lr(0)
-        record_eval(0, lr)
-        stop = False
-        while not stop and step < total:
-            train_clock.start()
-            for index in self.batches.epoch():
-                lr = lr_control.effective_lr(step)
-                losses[step] = self.train_step(index, step)
-                step += 1
-                if step % stride == 0:
-                    lr_at_stride.append(lr)
-                    if trajectory is not None:
-                        record_trajectory(step)
-                lr_control.after_step()
-                at_eval = step in self.eval_steps
-                if at_eval or step % DIVERGENCE_CHECK_EVERY == 0 or step == total:
-                    dist.mean_(losses[checked:step])  # the curve and the verdict are over all ranks
-                    divergence = _check_divergence(losses, checked, step, case.divergence_factor)
-                    checked = step
-                    if divergence is not None:
-                        stop = True
-                        break
-                if at_eval:
-                    train_clock.stop()
-                    if record_eval(step, lr) and case.stop_at_target:
-                        stop = True
-                        break
+        try:
+            model.train()
+            if trajectory is not None:
+                record_trajectory(0)
+            step = 0
+            lr = lr_control.effective_lr(0)
+            record_eval(0, lr)
+            stop = False
+            while not stop and step < total:
+                train_clock.start()
+                for index in self.batches.epoch():
+                    lr = lr_control.effective_lr(step)
+                    losses[step] = self.train_step(index, step)
+                    step += 1
+                    if step % stride == 0:
+                        lr_at_stride.append(lr)
+                        if trajectory is not None:
+                            record_trajectory(step)
+                    lr_control.after_step()
+                    at_eval = step in self.eval_steps
+                    if at_eval or step % DIVERGENCE_CHECK_EVERY == 0 or step == total:
+                        dist.mean_(losses[checked:step])  # the curve and the verdict are over all ranks
+                        divergence = _check_divergence(losses, checked, step, case.divergence_factor)
+                        checked = step
+                        if divergence is not None:
+                            stop = True
+                            break
+                    if at_eval:
+                        train_clock.stop()
+                        if record_eval(step, lr) and case.stop_at_target:
+                            stop = True
+                            break
+                        if step >= total:
+                            break
+                        train_clock.start()
                     if step >= total:
                         break
-                    train_clock.start()
-                if step >= total:
-                    break
-            else:
-                lr_control.after_epoch()
-            train_clock.stop()
-        if divergence is not None or evals["step"][-1] != step:
-            record_eval(step, lr)  # the final state is always evaluated
+                else:
+                    lr_control.after_epoch()
+                train_clock.stop()
+            if divergence is not None or evals["step"][-1] != step:
+                record_eval(step, lr)  # the final state is always evaluated
+        except BaseException:
+            if sampler is not None:  # a failed or interrupted run must not leave its sampling thread behind
+                sampler.stop()
+            raise
 
         telemetry = self._stop_sampler(sampler)
         train_s = dist.max(train_clock.total, self.device)
@@ -392,25 +403,26 @@ class PreparedRun:
 
 
     def _start_sampler(self) -> Any:
-        """Each GPU rank samples its own device; on CPUs rank 0 samples the machine for everyone."""
+        """Each GPU rank samples its own GPU; on CPUs the first rank of each machine samples that machine."""
         interval = self.settings.telemetry_interval_s
-        if not interval or not (self.dist.is_main or self.device.type == "cuda"):
+        if not interval or not (self.device.type == "cuda" or self.dist.local_rank == 0):
             return None
         from convbench.telemetry import make_sampler
 
         return make_sampler(self.device, interval).start()
 
     def _stop_sampler(self, sampler: Any) -> dict[str, Any] | None:
+        """This rank's telemetry; on rank 0 of a process group, every rank's, merged (all machines)."""
         telemetry = sampler.stop() if sampler is not None else None
-        if self.dist.distributed and self.device.type == "cuda":
-            import torch.distributed
+        if not self.dist.distributed:
+            return telemetry
+        import torch.distributed
 
-            gathered: list[Any] = [None] * self.dist.world_size
-            torch.distributed.all_gather_object(gathered, telemetry)
-            if telemetry is not None:
-                telemetry = {**telemetry, "devices": [d for t in gathered if t for d in t["devices"]],
-                             "ranks": gathered}
-        return telemetry
+        from convbench.telemetry import merge_ranks
+
+        gathered: list[Any] = [None] * self.dist.world_size
+        torch.distributed.all_gather_object(gathered, telemetry)
+        return merge_ranks(gathered)
 
 
 def prepare(case: Case, settings: RunSettings | None = None) -> PreparedRun:

@@ -43,6 +43,14 @@ class ReportInputError(ConvbenchError):
     """A file given to `convbench report` cannot be read as convbench results."""
 
 
+class RankFailedError(ConvbenchError):
+    """A rank raised while running a case; the message carries the rank's traceback."""
+
+
+class CaseTimeoutError(ConvbenchError):
+    """A case did not finish within its time limit and was stopped (workers killed, or interrupted)."""
+
+
 class PluginProblemWarning(UserWarning):
     """A plugin could not be loaded or registered something invalid; it was skipped."""
 

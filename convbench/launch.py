@@ -26,19 +26,12 @@ from convbench import errors
 from convbench.case import Case
 from convbench.distributed import DistContext, backend_for, context_from_process_group, launched_by_torchrun
 from convbench.engine import PreparedRun, Progress, RunSettings, resolve_device
-from convbench.errors import ConvbenchError
+from convbench.errors import CaseError, CaseTimeoutError, ConvbenchError, RankFailedError
 from convbench.result import RunResult
+from convbench.time_limit import time_limit
 
 DEFAULT_TIMEOUT_S = 1800.0
 _POLL_S = 0.5
-
-
-class RankFailedError(ConvbenchError):
-    """A rank raised while running a case; the message carries the rank's traceback."""
-
-
-class CaseTimeoutError(ConvbenchError):
-    """A distributed case did not finish within its timeout; its workers were stopped."""
 
 
 @dataclass(frozen=True)
@@ -58,15 +51,18 @@ def run_case(case: Case, settings: RunSettings | None = None, timeout_s: float |
 
     Under torchrun the existing process group is used and every rank must call this; otherwise
     world size 1 runs in this process and larger ones on the session's worker pool, killed and
-    replaced if the case fails or runs past ``timeout_s`` (default 30 minutes).
+    replaced if the case fails or runs past ``timeout_s`` (default 30 minutes). A world-size-1 case is
+    interrupted if it runs past ``timeout_s`` (no default: see `convbench.time_limit`).
     """
     settings = settings or RunSettings()
     timeout_s = settings.timeout_s if timeout_s is None else timeout_s
     if launched_by_torchrun():
         return _run_under_torchrun(case, settings)
     if case.world_size == 1:
-        return PreparedRun(case, settings).run()
+        with time_limit(timeout_s, f"case {case.id!r}"):
+            return PreparedRun(case, settings).run()
     device = resolve_device(case.device)
+    check_devices_for(case.world_size, device)
     pool = _pool_for(case.world_size, device.type)
     return pool.run(case, settings, DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s)
 
@@ -78,20 +74,35 @@ class ThroughputSession:
                  timeout_s: float | None = None) -> None:
         self.case = case
         self.settings = settings or RunSettings()
-        self.timeout_s = (self.settings.timeout_s or DEFAULT_TIMEOUT_S) if timeout_s is None else timeout_s
+        #: Limit of the preparation and of each round: workers are killed past it (default 30 minutes);
+        #: in this process a round is interrupted (no default). Under torchrun, the process group's own.
+        self.timeout_s = self.settings.timeout_s if timeout_s is None else timeout_s
         self.startup_s = 0.0
-        if case.world_size == 1 or launched_by_torchrun():
-            if launched_by_torchrun():
+        self._what = f"throughput case {case.id!r}"
+        torchrun = launched_by_torchrun()
+        if case.world_size == 1 or torchrun:
+            if torchrun:
                 _run_under_torchrun_init(case)
-            self._local: PreparedRun | None = PreparedRun(case, self.settings, context_from_process_group())
-            self._local.time_steps(warmup_steps)
+            with self._in_process_limit():
+                self._local: PreparedRun | None = PreparedRun(case, self.settings, context_from_process_group())
+                self._local.time_steps(warmup_steps)
             self._pool: WorkerPool | None = None
         else:
             self._local = None
-            fresh = (case.world_size, resolve_device(case.device).type) not in _POOLS
-            self._pool = _pool_for(case.world_size, resolve_device(case.device).type)
+            device = resolve_device(case.device)
+            check_devices_for(case.world_size, device)
+            fresh = (case.world_size, device.type) not in _POOLS
+            self._pool = _pool_for(case.world_size, device.type)
             self.startup_s = self._pool.startup_s if fresh else 0.0
-            self._pool.request("bench_start", case, self.settings, self.timeout_s, steps=warmup_steps)
+            self._pool.request("bench_start", case, self.settings, self._pool_timeout_s, steps=warmup_steps)
+
+    @property
+    def _pool_timeout_s(self) -> float:
+        return DEFAULT_TIMEOUT_S if self.timeout_s is None else self.timeout_s
+
+    def _in_process_limit(self) -> contextlib.AbstractContextManager[None]:
+        # under torchrun, interrupting one rank would leave the others waiting in a collective
+        return time_limit(None if launched_by_torchrun() else self.timeout_s, self._what)
 
     @property
     def global_batch(self) -> int:
@@ -103,13 +114,33 @@ class ThroughputSession:
     def round(self, steps: int) -> float:
         """Run ``steps`` synchronised steps; the slowest rank's seconds."""
         if self._local is not None:
-            return self._local.time_steps(steps)
+            with self._in_process_limit():
+                return self._local.time_steps(steps)
         assert self._pool is not None
-        return self._pool.request("bench_round", self.case, self.settings, self.timeout_s, steps=steps)
+        return self._pool.request("bench_round", self.case, self.settings, self._pool_timeout_s, steps=steps)
 
     def close(self) -> None:
         if self._pool is not None and self._pool.alive():
-            self._pool.request("bench_end", self.case, self.settings, self.timeout_s)
+            self._pool.request("bench_end", self.case, self.settings, self._pool_timeout_s)
+
+
+def check_devices_for(world_size: int, device: torch.device) -> None:
+    """Fail before spawning anything when the ranks cannot each have a device.
+
+    NCCL refuses two ranks on one GPU, so N ranks need N visible GPUs; CPU ranks share the cores.
+    """
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if world_size > count:
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            shown = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""
+            raise CaseError(
+                f"world_size={world_size} needs {world_size} GPUs, one per rank, but {count} "
+                f"{'is' if count == 1 else 'are'} visible{shown}; valid choices: a world size up to {count}, "
+                "or device='cpu' (gloo)")
+    elif device.type != "cpu":
+        raise CaseError(f"world_size={world_size} on device {str(device)!r}: DistributedDataParallel runs on "
+                        "'cuda' (nccl) or 'cpu' (gloo); valid choices: device='auto', 'cuda' or 'cpu'")
 
 
 def _run_under_torchrun_init(case: Case) -> None:

@@ -57,7 +57,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="sample GPU (NVML) or CPU (psutil) utilisation every SECONDS during each run; 0 turns "
                          "sampling off (default 0.2)")
     group.addoption("--convbench-timeout", metavar="SECONDS", type=float, default=None,
-                    help="stop a multi-process case that runs longer than this and fail it (default 1800)")
+                    help="fail a case that runs longer than SECONDS and go on with the next: multi-process "
+                         "cases have their workers killed (default 1800), single-process ones are "
+                         "interrupted (default: no limit)")
 
 
 def _world_sizes(value: str) -> list[int]:
@@ -97,11 +99,17 @@ def convbench_settings(pytestconfig: pytest.Config) -> RunSettings:
     )
 
 
-def _session_case(case: Case, settings: RunSettings, world_size: int | None) -> Case:
-    """The case at the session's scale, at the world size ``--convbench-world-sizes`` asks for."""
-    scaled = case.at_scale(settings.scale)
-    if world_size is not None and world_size != scaled.world_size:
-        scaled = scaled.replace(world_size=world_size, label=f"{scaled.id}-w{world_size}")
+def _session_case(case: Case, settings: RunSettings, world_size: int | None, request: pytest.FixtureRequest) -> Case:
+    """The case at the session's scale, at the world size ``--convbench-world-sizes`` asks for.
+
+    A case that cannot take that world size (it names one GPU, say) fails its test in one line.
+    """
+    try:
+        scaled = case.at_scale(settings.scale)
+        if world_size is not None and world_size != scaled.world_size:
+            scaled = scaled.replace(world_size=world_size, label=f"{scaled.id}-w{world_size}")
+    except ConvbenchError as exc:
+        raise pytest.fail.Exception(f"{request.node.name}: {exc}", pytrace=False) from None
     return scaled
 
 
@@ -132,11 +140,12 @@ def convergence(request: pytest.FixtureRequest, benchmark: Any, convbench_settin
     from convbench import launch
     from convbench.distributed import launched_by_torchrun
     from convbench.engine import PreparedRun
+    from convbench.time_limit import time_limit
 
     def run(case: Case) -> RunResult:
         if request.node.stash.get(_RECORD, None) is not None:
             raise ConvbenchError("the convergence fixture runs one case per test; parametrize for more")
-        scaled = _session_case(case, convbench_settings, convbench_world_size)
+        scaled = _session_case(case, convbench_settings, convbench_world_size, request)
         torchrun = launched_by_torchrun()
         if torchrun and scaled.world_size != int(os.environ["WORLD_SIZE"]):
             pytest.skip(f"world_size={scaled.world_size}; torchrun started {os.environ['WORLD_SIZE']} processes")
@@ -150,7 +159,9 @@ def convergence(request: pytest.FixtureRequest, benchmark: Any, convbench_settin
 
         try:
             if scaled.world_size == 1 and not torchrun:
-                result = benchmark.pedantic(lambda prepared: prepared.run(), setup=setup, rounds=1, iterations=1)
+                with time_limit(convbench_settings.timeout_s, f"case {scaled.id!r}"):
+                    result = benchmark.pedantic(lambda prepared: prepared.run(), setup=setup, rounds=1,
+                                                iterations=1)
             else:  # the workers prepare their own data; the benchmark times the whole distributed run
                 result = benchmark.pedantic(launch.run_case, args=(scaled, convbench_settings), rounds=1,
                                             iterations=1)
@@ -184,7 +195,7 @@ def throughput(request: pytest.FixtureRequest, benchmark: Any, convbench_setting
         for name, value in (("steps", steps), ("rounds", rounds)):
             if not isinstance(value, int) or value < 1:
                 raise ConvbenchError(f"throughput {name}={value!r}: expected a positive integer")
-        scaled = _session_case(case, convbench_settings, convbench_world_size)
+        scaled = _session_case(case, convbench_settings, convbench_world_size, request)
         _default_group(benchmark, request)
         try:
             session = launch.ThroughputSession(scaled, convbench_settings, warmup_steps)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import types
 
 import pytest
@@ -47,6 +48,24 @@ class NanAfter(nn.Module):
         return out * float("nan") if self.calls > self.steps else out
 
 
+class HangAfter(nn.Module):
+    """A linear model whose training forward pass never returns after ``steps`` calls."""
+
+    def __init__(self, input_shape, num_outputs, steps: int = 3):
+        super().__init__()
+        self.linear = nn.Linear(int(torch.tensor(input_shape).prod()), num_outputs)
+        self.steps = steps
+        self.calls = 0
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+            if self.calls > self.steps:  # a bounded "forever": a regression fails instead of hanging the tests
+                threading.Event().wait(120)
+                raise RuntimeError("hang_after waited 120 s and nothing interrupted it")
+        return self.linear(x.flatten(1))
+
+
 def _testing_plugin() -> types.ModuleType:
     plugin = types.ModuleType("convbench_testing")
 
@@ -58,6 +77,7 @@ def _testing_plugin() -> types.ModuleType:
     @convbench.hookimpl
     def convbench_register_models(register):
         register("nan_after", NanAfter, description="turns NaN after some steps")
+        register("hang_after", HangAfter, description="hangs after some steps")
 
     plugin.convbench_register_datasets = convbench_register_datasets
     plugin.convbench_register_models = convbench_register_models

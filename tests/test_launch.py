@@ -11,10 +11,11 @@ import textwrap
 import time
 
 import pytest
+import torch
 
 from convbench import launch
 from convbench.case import Case
-from convbench.engine import RunSettings
+from convbench.engine import RunSettings, resolve_device
 from convbench.errors import CaseError, ConvbenchError
 
 SOFTMAX = Case(model="softmax", dataset="mnist-5k", optimizer="sgd", lr=0.5, batch_size=100, epochs=2,
@@ -40,6 +41,9 @@ def test_one_two_and_four_processes_give_the_same_run():
         assert result.curves["train"]["loss"] == pytest.approx(one.curves["train"]["loss"], rel=1e-3)
         assert result.timing["startup_s"] > 0 and result.timing["process_group_init_s"] > 0
         assert result.timing["pool_reused"] is False
+        # on CPUs the first rank of each machine samples it; rank 0 gathers every rank's telemetry
+        assert [rank is not None for rank in result.telemetry["ranks"]] == [True] + [False] * (world_size - 1)
+        assert [(d["rank"], d["name"]) for d in result.telemetry["devices"]] == [(0, "cpu")]
 
 
 def test_the_pool_is_reused_across_cases():
@@ -174,6 +178,57 @@ def test_the_settings_timeout_applies():
         launch.run_case(SOFTMAX.replace(world_size=2), settings)
 
 
+# ------------------------------------------------------------------------------ GPUs (faked)
+@pytest.fixture
+def gpus(monkeypatch):
+    """Pretend this machine has ``count`` CUDA devices; returns a setter. Nothing may touch a real GPU."""
+    def have(count: int, current: int = 0) -> None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: current)
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    return have
+
+
+def test_cuda_without_an_index_means_this_rank_gpu(gpus):
+    gpus(4, current=2)
+    assert resolve_device("cuda") == torch.device("cuda", 2)
+    assert resolve_device("auto") == torch.device("cuda", 2)
+    assert resolve_device("cuda:3") == torch.device("cuda", 3)
+    with pytest.raises(CaseError, match=r"invalid device='cuda:4': 4 GPU\(s\) visible; valid choices: 'cuda:0',"):
+        resolve_device("cuda:4")
+
+
+def test_more_ranks_than_gpus_fail_before_any_worker_starts(gpus, monkeypatch):
+    gpus(1)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    with pytest.raises(CaseError) as info:
+        launch.run_case(SOFTMAX.replace(world_size=2, device="cuda"))
+    assert str(info.value) == ("world_size=2 needs 2 GPUs, one per rank, but 1 is visible (CUDA_VISIBLE_DEVICES="
+                               "'3'); valid choices: a world size up to 1, or device='cpu' (gloo)")
+    assert not launch._POOLS
+    with pytest.raises(CaseError, match="world_size=4 needs 4 GPUs"):
+        launch.ThroughputSession(SOFTMAX.replace(world_size=4), RunSettings())  # 'auto' picks the GPU
+    assert not launch._POOLS
+
+
+def test_enough_gpus_pass_the_check_and_cpus_always_do(gpus):
+    gpus(4)
+    launch.check_devices_for(4, torch.device("cuda", 0))
+    gpus(0)
+    launch.check_devices_for(4, torch.device("cpu"))
+    with pytest.raises(CaseError, match=r"world_size=2 on device 'mps': .* valid choices: device='auto'"):
+        launch.check_devices_for(2, torch.device("mps"))
+
+
+def test_a_multi_device_case_cannot_name_one_gpu():
+    with pytest.raises(CaseError, match=r"device='cuda:1' cannot be shared by world_size=2 ranks; valid choices"):
+        SOFTMAX.replace(world_size=2, device="cuda:1")
+    with pytest.raises(CaseError, match=r"invalid device='cuda:first'"):
+        SOFTMAX.replace(device="cuda:first")
+
+
 # ------------------------------------------------------------------------------------ torchrun
 def test_torchrun_uses_its_own_process_group(tmp_path):
     script = tmp_path / "run.py"
@@ -236,3 +291,23 @@ def test_world_sizes_option_rejects_bad_values(pytester):
     result = pytester.runpytest_subprocess("--convbench-world-sizes", "1,two")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "--convbench-world-sizes='1,two': expected positive integers like 1,2,4" in result.stderr.str()
+
+
+def test_a_case_that_cannot_take_a_world_size_fails_in_one_line(pytester):
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(test_suite='''
+        import pytest
+        from convbench import Case
+
+        CASE = Case(model="softmax", dataset="mnist-5k", optimizer="sgd", lr=0.5, steps=2, device="cuda:0")
+
+        @pytest.mark.parametrize("case", [CASE.param()])
+        def test_case(convergence, case):
+            convergence(case)
+    ''')
+    result = pytester.runpytest("--convbench-world-sizes", "2", "--convbench-results", "none", "-p",
+                                "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    output = result.stdout.str()
+    assert "test_case[w2-softmax-sgd-lr0.5-bs100]: device='cuda:0' cannot be shared by world_size=2 ranks" in output
+    assert "Traceback" not in output and "case.py" not in output
