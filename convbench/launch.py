@@ -32,6 +32,7 @@ from convbench.time_limit import time_limit
 
 DEFAULT_TIMEOUT_S = 1800.0
 _POLL_S = 0.5
+_PORT_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -198,31 +199,46 @@ class WorkerPool:
 
     def __init__(self, world_size: int, device_type: str, start_timeout_s: float = 300.0) -> None:
         started = time.perf_counter()
-        context = mp.get_context("spawn")  # fork would copy threads and CUDA state
         self.world_size = world_size
+        self._token = 0
+        self.cases_run = 0
+        for attempt in range(1, _PORT_ATTEMPTS + 1):
+            try:
+                self.process_group_init_s = self._start(device_type, free_port(), start_timeout_s)
+                break
+            except RankFailedError as exc:
+                # Between free_port() closing its probe socket and rank 0 listening, another program
+                # (another session's pool, say) may take the port: choose another one and start again.
+                if "EADDRINUSE" not in str(exc) or attempt == _PORT_ATTEMPTS:
+                    raise
+        self.startup_s = time.perf_counter() - started
+
+    def _start(self, device_type: str, port: int, start_timeout_s: float) -> float:
+        """Spawn the workers and wait until all joined the process group; the slowest one's join time."""
+        context = mp.get_context("spawn")  # fork would copy threads and CUDA state
         self.results: Any = context.Queue()
-        self.tasks = [context.Queue() for _ in range(world_size)]
-        port = free_port()
+        self.tasks = [context.Queue() for _ in range(self.world_size)]
         self.processes = [
             context.Process(target=_worker_main, daemon=True, name=f"convbench-rank{rank}",
-                            args=(rank, world_size, port, device_type, self.tasks[rank], self.results, os.getpid()))
-            for rank in range(world_size)
+                            args=(rank, self.world_size, port, device_type, self.tasks[rank], self.results,
+                                  os.getpid()))
+            for rank in range(self.world_size)
         ]
         for process in self.processes:
             process.start()
-        self._token = 0
-        self.cases_run = 0
         init_times = []
         deadline = time.monotonic() + start_timeout_s
-        while len(init_times) < world_size:
-            message = self._next_message(deadline, what="start the worker pool")
-            if message[0] == "ready":
-                init_times.append(message[2])
-            elif message[0] == "error":
-                self.close()
-                raise RankFailedError(f"rank {message[2]} failed to join the process group:\n{message[3]}")
-        self.process_group_init_s = max(init_times)
-        self.startup_s = time.perf_counter() - started
+        try:
+            while len(init_times) < self.world_size:
+                message = self._next_message(deadline, what="start the worker pool")
+                if message[0] == "ready":
+                    init_times.append(message[2])
+                elif message[0] == "error":
+                    raise RankFailedError(f"rank {message[2]} failed to join the process group:\n{message[3]}")
+        except BaseException:
+            self.close()  # the ranks that did start must not wait for the others forever
+            raise
+        return max(init_times)
 
     def alive(self) -> bool:
         return all(process.is_alive() for process in self.processes)

@@ -4,7 +4,9 @@ worker pool, and faults (a crashing rank, a hanging rank, a user error in a work
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -176,6 +178,34 @@ def test_the_settings_timeout_applies():
     settings = RunSettings(timeout_s=1e-3)
     with pytest.raises(launch.CaseTimeoutError):
         launch.run_case(SOFTMAX.replace(world_size=2), settings)
+
+
+@pytest.fixture
+def taken_port():
+    """A port some other program listens on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_a_port_taken_before_rank_zero_listens_is_replaced(taken_port, monkeypatch):
+    ports = [taken_port]  # the race: free when chosen, taken by the time rank 0 listens
+    monkeypatch.setattr(launch, "free_port", lambda real=launch.free_port: ports.pop() if ports else real())
+    pool = launch.WorkerPool(2, "cpu")
+    try:
+        assert not ports and pool.alive()
+        assert pool.startup_s > pool.process_group_init_s > 0
+    finally:
+        pool.close()
+
+
+def test_a_pool_that_cannot_start_leaves_no_process_behind(taken_port, monkeypatch):
+    monkeypatch.setattr(launch, "free_port", lambda: taken_port)
+    monkeypatch.setattr(launch, "_PORT_ATTEMPTS", 2)
+    with pytest.raises(launch.RankFailedError, match="EADDRINUSE"):
+        launch.WorkerPool(2, "cpu")
+    assert [p.name for p in multiprocessing.active_children() if p.name.startswith("convbench-rank")] == []
 
 
 # ------------------------------------------------------------------------------ GPUs (faked)
