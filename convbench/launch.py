@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import multiprocessing
 import os
 import queue
 import socket
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -220,8 +222,7 @@ class WorkerPool:
         self.tasks = [context.Queue() for _ in range(self.world_size)]
         self.processes = [
             context.Process(target=_worker_main, daemon=True, name=f"convbench-rank{rank}",
-                            args=(rank, self.world_size, port, device_type, self.tasks[rank], self.results,
-                                  os.getpid()))
+                            args=(rank, self.world_size, port, device_type, self.tasks[rank], self.results))
             for rank in range(self.world_size)
         ]
         for process in self.processes:
@@ -323,8 +324,7 @@ def _device_type_of(pool: WorkerPool) -> str:
 
 
 # ----------------------------------------------------------------------------------- a worker
-def _worker_main(rank: int, world_size: int, port: int, device_type: str, tasks: Any, results: Any,
-                 parent_pid: int) -> None:
+def _worker_main(rank: int, world_size: int, port: int, device_type: str, tasks: Any, results: Any) -> None:
     import torch.distributed as dist
 
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
@@ -341,20 +341,28 @@ def _worker_main(rank: int, world_size: int, port: int, device_type: str, tasks:
         results.put(("error", 0, rank, traceback.format_exc(), None))
         return
     context = DistContext(rank=rank, world_size=world_size, local_rank=rank)
+    threading.Thread(target=_exit_with_parent, name="convbench-orphan-watch", daemon=True).start()
     try:
         while True:
-            try:
-                task = tasks.get(timeout=1.0)
-            except queue.Empty:
-                if os.getppid() != parent_pid:  # the session died: do not linger as an orphan
-                    return
-                continue
+            task = tasks.get()
             if task is None:
                 return
             _run_task(task, context, results)
     finally:
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
+
+
+def _exit_with_parent() -> None:
+    """End this worker as soon as the session that started it is gone, even in the middle of a case.
+
+    A killed session (SIGKILL, an out-of-memory kill) runs no clean-up, and its workers would go on
+    training, or waiting for the next task, for good. The parent's sentinel becomes ready when it exits.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        parent.join()
+        os._exit(1)
 
 
 _BENCH: dict[str, PreparedRun] = {}  # the prepared run a worker keeps between throughput rounds

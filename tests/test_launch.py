@@ -3,6 +3,7 @@ worker pool, and faults (a crashing rank, a hanging rank, a user error in a work
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -12,6 +13,7 @@ import sys
 import textwrap
 import time
 
+import psutil
 import pytest
 import torch
 
@@ -206,6 +208,40 @@ def test_a_pool_that_cannot_start_leaves_no_process_behind(taken_port, monkeypat
     with pytest.raises(launch.RankFailedError, match="EADDRINUSE"):
         launch.WorkerPool(2, "cpu")
     assert [p.name for p in multiprocessing.active_children() if p.name.startswith("convbench-rank")] == []
+
+
+def test_workers_of_a_killed_session_exit_even_in_the_middle_of_a_case(tmp_path):
+    script = tmp_path / "session.py"
+    script.write_text(textwrap.dedent('''
+        from convbench import Case, launch
+        from convbench.engine import RunSettings
+
+        def announce(progress):  # rank 0 has evaluated: the case is under way on every rank
+            pids = [process.pid for process in launch._POOLS[(2, "cpu")].processes]
+            print("WORKERS", *pids, flush=True)
+
+        if __name__ == "__main__":
+            case = Case(model="softmax", dataset="mnist-5k", optimizer="sgd", lr=0.1, batch_size=10, steps=10**6,
+                        eval_every=10**5, world_size=2)
+            launch.run_case(case, RunSettings(progress=announce))
+    '''))
+    session = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    workers: list[psutil.Process] = []
+    try:
+        line = session.stdout.readline()  # blocks until the case runs (or the session ends, giving "")
+        assert line.startswith("WORKERS"), line
+        workers += [psutil.Process(int(pid)) for pid in line.split()[1:]]
+        session.kill()
+        session.wait(timeout=30)
+        _, alive = psutil.wait_procs(workers, timeout=30)
+        assert alive == [], f"orphaned workers: {alive}"
+    finally:
+        session.kill()
+        session.stdout.close()
+        for worker in workers:  # a failed check must not leave them running
+            with contextlib.suppress(psutil.NoSuchProcess):
+                worker.kill()
 
 
 # ------------------------------------------------------------------------------ GPUs (faked)
