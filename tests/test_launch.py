@@ -321,6 +321,37 @@ def test_torchrun_uses_its_own_process_group(tmp_path):
     assert under_torchrun["acc"] == pytest.approx(alone.final["test_accuracy"], abs=0.005)
 
 
+def test_torchrun_over_two_nodes_samples_each_node(tmp_path):
+    """Two torchrun agents on this host stand in for two machines of one process each."""
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent('''
+        import json, os
+        from convbench import Case, launch
+        case = Case(model="softmax", dataset="mnist-5k", optimizer="sgd", lr=0.5, batch_size=100, steps=20,
+                    eval_every=10, eval_train_samples=200, world_size=2)
+        telemetry = launch.run_case(case).telemetry
+        if os.environ["RANK"] == "0":
+            print("RESULT " + json.dumps(telemetry))
+    '''))
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    port = str(launch.free_port())
+    nodes = [subprocess.Popen([torchrun, "--nnodes", "2", "--node-rank", str(node), "--nproc-per-node", "1",
+                               "--master-addr", "127.0.0.1", "--master-port", port, str(script)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}) for node in (0, 1)]
+    try:
+        outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    finally:  # one node failing leaves the other waiting for it
+        for node in nodes:
+            node.kill()
+    assert [node.returncode for node in nodes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    line = next(line for line in outputs[0].splitlines() if line.startswith("RESULT "))
+    telemetry = json.loads(line[len("RESULT "):])
+    # each node's first (here: only) rank sampled its machine, and rank 0 holds both
+    assert [(device["rank"], device["name"]) for device in telemetry["devices"]] == [(0, "cpu"), (1, "cpu")]
+    assert [rank["sampler"] for rank in telemetry["ranks"]] == ["psutil", "psutil"]
+
+
 # ---------------------------------------------------------------------------- through pytest
 pytest_plugins = ["pytester"]
 
