@@ -147,13 +147,42 @@ def check_devices_for(world_size: int, device: torch.device) -> None:
 
 
 def _run_under_torchrun_init(case: Case) -> None:
+    """Join torchrun's process group once per process, fit for every case the session may run.
+
+    With GPUs, the group has nccl for CUDA tensors and gloo for CPU ones (a session may run both
+    kinds of cases, and the first case must not decide for the rest), and this rank's GPU is set and
+    bound to the group, so NCCL's set-up happens here rather than inside the first case's timing.
+    """
     import torch.distributed as dist
 
-    if not dist.is_initialized():
-        device = resolve_device(case.device)
-        if device.type == "cuda":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group(backend_for(device))
+    if dist.is_initialized():
+        return
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_gpu_index(int(os.environ.get("LOCAL_RANK", 0))))
+        torch.cuda.set_device(device)
+        dist.init_process_group("cpu:gloo,cuda:nccl", device_id=device)
+    else:
+        dist.init_process_group(backend_for(resolve_device(case.device)))
+    atexit.register(_destroy_process_group)  # torch warns of leaked resources without it
+
+
+def local_gpu_index(local_rank: int) -> int:
+    """The GPU of the rank with this LOCAL_RANK: its own index, or 0 where the launcher made only one
+    GPU visible to each process (srun --gpus-per-task=1, some MPI set-ups)."""
+    count = torch.cuda.device_count()
+    if count == 1:
+        return 0
+    if local_rank >= count:
+        raise CaseError(f"LOCAL_RANK={local_rank} but {count} GPUs are visible to this process; start at most "
+                        f"{count} processes per machine (torchrun --nproc-per-node {count})")
+    return local_rank
+
+
+def _destroy_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _run_under_torchrun(case: Case, settings: RunSettings) -> RunResult:
@@ -332,10 +361,13 @@ def _worker_main(rank: int, world_size: int, port: int, device_type: str, tasks:
     try:
         started = time.perf_counter()
         if device_type == "cuda":
-            torch.cuda.set_device(rank)
+            device = torch.device("cuda", rank)
+            torch.cuda.set_device(device)
+            # bound to its GPU, NCCL connects now: its set-up counts as start-up, not as the first case's time
+            dist.init_process_group("nccl", rank=rank, world_size=world_size, device_id=device)
         else:  # N workers sharing the cores: more threads than cores makes every rank crawl
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
-        dist.init_process_group("nccl" if device_type == "cuda" else "gloo", rank=rank, world_size=world_size)
+            dist.init_process_group("gloo", rank=rank, world_size=world_size)
         results.put(("ready", 0, time.perf_counter() - started))
     except BaseException:
         results.put(("error", 0, rank, traceback.format_exc(), None))

@@ -7,6 +7,7 @@ import contextlib
 import json
 import multiprocessing
 import os
+import queue
 import socket
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import torch
 
 from convbench import launch
 from convbench.case import Case
+from convbench.distributed import TORCHRUN_VARS
 from convbench.engine import RunSettings, resolve_device
 from convbench.errors import CaseError, ConvbenchError
 
@@ -286,6 +288,53 @@ def test_enough_gpus_pass_the_check_and_cpus_always_do(gpus):
     launch.check_devices_for(4, torch.device("cpu"))
     with pytest.raises(CaseError, match=r"world_size=2 on device 'mps': .* valid choices: device='auto'"):
         launch.check_devices_for(2, torch.device("mps"))
+
+
+@pytest.fixture
+def fake_init(monkeypatch):
+    """Record what set_device and init_process_group are called with, instead of calling them."""
+    import torch.distributed as dist
+
+    calls: list[tuple] = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", device)))
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda *args, **kwargs: calls.append(("init", args, kwargs)))
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: calls.append(("destroy",)))
+    monkeypatch.setattr(launch.atexit, "register", lambda function: calls.append(("atexit", function)))
+    return calls
+
+
+def test_a_gpu_worker_binds_its_gpu_to_nccl_before_reporting_ready(gpus, fake_init, monkeypatch):
+    gpus(2)
+    for name in TORCHRUN_VARS:  # the worker sets them in its (here: this) process: undone afterwards
+        monkeypatch.setenv(name, "")  # (delenv alone would not restore a variable that was not set)
+        monkeypatch.delenv(name)
+    tasks, results = queue.Queue(), queue.Queue()
+    tasks.put(None)  # stop at once after joining
+    launch._worker_main(1, 2, 12345, "cuda", tasks, results)
+    assert fake_init[:2] == [("set_device", torch.device("cuda", 1)),
+                             ("init", ("nccl",), {"rank": 1, "world_size": 2, "device_id": torch.device("cuda", 1)})]
+    assert results.get_nowait()[0] == "ready"
+
+
+@pytest.mark.parametrize(("gpu_count", "local_rank", "expected"), [(4, 2, 2), (1, 3, 0)],
+                         ids=["one-of-four", "the-only-visible-one"])
+def test_under_torchrun_a_gpu_rank_joins_a_group_for_cuda_and_cpu_cases(gpus, fake_init, monkeypatch,
+                                                                         gpu_count, local_rank, expected):
+    gpus(gpu_count)
+    monkeypatch.setenv("LOCAL_RANK", str(local_rank))
+    launch._run_under_torchrun_init(SOFTMAX.replace(device="cpu"))  # a CPU case first must not decide for all
+    device = torch.device("cuda", expected)
+    assert fake_init[:2] == [("set_device", device), ("init", ("cpu:gloo,cuda:nccl",), {"device_id": device})]
+    assert fake_init[2] == ("atexit", launch._destroy_process_group)
+
+
+def test_under_torchrun_more_processes_than_gpus_fail_in_one_line(gpus, fake_init, monkeypatch):
+    gpus(4)
+    monkeypatch.setenv("LOCAL_RANK", "5")
+    with pytest.raises(CaseError, match=r"^LOCAL_RANK=5 but 4 GPUs are visible to this process; start at most 4"):
+        launch._run_under_torchrun_init(SOFTMAX)
+    assert fake_init == []
 
 
 def test_a_multi_device_case_cannot_name_one_gpu():
