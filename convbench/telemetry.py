@@ -42,6 +42,9 @@ DEFAULT_INTERVAL_S = 0.2
 MIN_INTERVAL_S = 0.05
 #: The timeline keeps at most this many points; summaries always cover every sample.
 MAX_TIMELINE_POINTS = 500
+#: NVML errors that mean a board or driver does not give a reading (vGPUs and old drivers answer
+#: NoPermission or FunctionNotFound where others say NotSupported): that field is None, sampling goes on.
+_ABSENT_FIELD_ERRORS = ("NVMLError_NotSupported", "NVMLError_NoPermission", "NVMLError_FunctionNotFound")
 #: How long `stop` waits for a sampling thread stuck inside a driver call before giving up on it.
 JOIN_TIMEOUT_S = 5.0
 
@@ -268,12 +271,13 @@ class Sampler:
 
 
 class NvmlSampler(Sampler):
-    """GPU utilisation, memory, power and energy of NVML devices `device_indices`.
+    """GPU utilisation, memory, power and energy of NVML `devices` (NVML indices, or UUIDs 'GPU-...').
 
     NVML is initialised once, here, and shut down by `stop` (call `stop` even if the sampler was never
-    started). Device handles are looked up once. A field a board does not report
-    (`NVMLError_NotSupported`, e.g. power on some boards) is None for that device and is not asked
-    again; any other NVML error while sampling (e.g. `NVMLError_GpuIsLost`) ends sampling.
+    started). Device handles are looked up once. A field a board or driver does not report
+    (`NVMLError_NotSupported`, `NoPermission` or `FunctionNotFound`, e.g. power on some boards, energy on
+    vGPUs) is None for that device and is not asked again; any other NVML error while sampling (e.g.
+    `NVMLError_GpuIsLost`) ends sampling.
 
     Energy is the difference of NVML's total-energy counter between `start` and `stop`, so it covers
     the whole run exactly, not just the sampled instants. `nvml` replaces the `pynvml` module (tests).
@@ -281,36 +285,45 @@ class NvmlSampler(Sampler):
 
     kind = "nvml"
 
-    def __init__(self, device_indices: Sequence[int], interval: float = DEFAULT_INTERVAL_S, *,
+    def __init__(self, devices: Sequence[int | str], interval: float = DEFAULT_INTERVAL_S, *,
                  nvml: ModuleType | Any | None = None, max_points: int = MAX_TIMELINE_POINTS,
                  clock: Callable[[], float] = time.perf_counter) -> None:
         super().__init__(interval, max_points=max_points, clock=clock)
-        indices = list(dict.fromkeys(int(i) for i in device_indices))
-        if not indices:
-            raise ConvbenchError("NvmlSampler needs at least one device index")
+        wanted = list(dict.fromkeys(devices))
+        if not wanted:
+            raise ConvbenchError("NvmlSampler needs at least one device (an NVML index or a UUID)")
         if nvml is None:
             import pynvml as nvml
         self._nvml = nvml
+        # Errors that mean "this board or this driver does not give that reading": the field is skipped.
+        self._absent = tuple(getattr(nvml, name) for name in _ABSENT_FIELD_ERRORS if hasattr(nvml, name))
         self._unsupported: set[tuple[int, str]] = set()
         self._energy_start: dict[int, int | None] = {}
-        self._energy_j: dict[int, float | None] = dict.fromkeys(indices)
         nvml.nvmlInit()
         self._initialised = True
         try:
-            self._handles = {index: nvml.nvmlDeviceGetHandleByIndex(index) for index in indices}
+            self._handles = dict(self._lookup(device) for device in wanted)
             self._names = {index: self._optional(index, "name", nvml.nvmlDeviceGetName, handle)
                            for index, handle in self._handles.items()}
         except BaseException:
             self._close()
             raise
+        self._energy_j: dict[int, float | None] = dict.fromkeys(self._handles)
+
+    def _lookup(self, device: int | str) -> tuple[int, Any]:
+        """(NVML index, handle) of an NVML index, or of a UUID ('GPU-...'), which names one board for sure."""
+        if isinstance(device, str):
+            handle = self._nvml.nvmlDeviceGetHandleByUUID(device)
+            return int(self._nvml.nvmlDeviceGetIndex(handle)), handle
+        return int(device), self._nvml.nvmlDeviceGetHandleByIndex(int(device))
 
     def _optional(self, index: int, field: str, read: Callable[[Any], Any], handle: Any) -> Any:
-        """`read(handle)`, or None for good if the device does not support it."""
+        """`read(handle)`, or None for good if the device or driver does not give it."""
         if (index, field) in self._unsupported:
             return None
         try:
             return read(handle)
-        except self._nvml.NVMLError_NotSupported:
+        except self._absent:
             self._unsupported.add((index, field))
             return None
 
@@ -431,26 +444,36 @@ def make_sampler(device: torch.device | str, interval: float = DEFAULT_INTERVAL_
                  nvml: ModuleType | Any | None = None) -> Sampler:
     """NVML for a CUDA device when `pynvml` imports and NVML starts, else the CPU sampler.
 
-    The CPU sampler's `reason` says in one line why NVML was not used. A CUDA index is mapped to
-    NVML's through `CUDA_VISIBLE_DEVICES`; NVML numbers devices in PCI bus order, as CUDA does with
-    `CUDA_DEVICE_ORDER=PCI_BUS_ID`. `nvml` replaces the `pynvml` module (tests).
+    The CPU sampler's `reason` says in one line why NVML was not used. The GPU is found by the UUID
+    CUDA reports for it; without one, a CUDA index is mapped to NVML's through `CUDA_VISIBLE_DEVICES`
+    (NVML numbers devices in PCI bus order, as CUDA does with `CUDA_DEVICE_ORDER=PCI_BUS_ID`). `nvml`
+    replaces the `pynvml` module (tests).
     """
     name = str(device)
     kind, _, index_text = name.partition(":")
     if kind != "cuda":
         return _fallback(interval, f"device {name!r} is not a CUDA device")
-    index, why = _nvml_index(int(index_text) if index_text else _current_cuda_index())
-    if index is None:
+    cuda_index = int(index_text) if index_text else _current_cuda_index()
+    # CUDA and NVML may number the GPUs differently (CUDA puts the fastest first by default, and NVML
+    # ignores CUDA_VISIBLE_DEVICES): the UUID CUDA reports names the board for sure; the index is
+    # the fallback where there is none (or NVML does not know it, as for some MIG set-ups).
+    uuid = _cuda_uuid(cuda_index)
+    index, why = _nvml_index(cuda_index)
+    candidates = [device for device in (uuid, index) if device is not None]
+    if not candidates:
         return _fallback(interval, why)
     if nvml is None:
         try:
             import pynvml as nvml
         except ImportError as exc:
             return _fallback(interval, f"pynvml is not importable: {_one_line(exc)}")
-    try:
-        return NvmlSampler([index], interval, nvml=nvml)
-    except Exception as exc:  # NVML missing, no driver, no such device: telemetry degrades, training goes on
-        return _fallback(interval, f"NVML is unavailable: {_one_line(exc)}")
+    problems = []
+    for candidate in candidates:
+        try:
+            return NvmlSampler([candidate], interval, nvml=nvml)
+        except Exception as exc:  # NVML missing, no driver, no such device: telemetry degrades, training goes on
+            problems.append(_one_line(exc))
+    return _fallback(interval, f"NVML is unavailable: {'; '.join(dict.fromkeys(problems))}")
 
 
 def merge_ranks(gathered: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
@@ -479,6 +502,19 @@ def _fallback(interval: float, reason: str | None) -> CpuSampler:
     sampler = CpuSampler(interval)
     sampler.reason = reason
     return sampler
+
+
+def _cuda_uuid(cuda_index: int) -> str | None:
+    """NVML's name ('GPU-<uuid>', or 'MIG-<uuid>') of CUDA device ``cuda_index``, if CUDA tells it."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    try:
+        uuid = str(torch.cuda.get_device_properties(cuda_index).uuid)
+    except Exception:  # an older torch without `uuid`, or an index CUDA does not have
+        return None
+    return uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
 
 
 def _current_cuda_index() -> int:

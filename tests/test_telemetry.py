@@ -43,11 +43,14 @@ class FakeNvml:
 
     NVMLError = pynvml.NVMLError
     NVMLError_NotSupported = pynvml.NVMLError_NotSupported
+    NVMLError_NoPermission = pynvml.NVMLError_NoPermission
+    NVMLError_FunctionNotFound = pynvml.NVMLError_FunctionNotFound
 
     def __init__(self, scripts: dict[int, dict[str, list[Any]]] | None = None,
-                 init_error: BaseException | None = None) -> None:
+                 init_error: BaseException | None = None, uuids: dict[str, int] | None = None) -> None:
         self.scripts = scripts if scripts is not None else {0: script()}
         self.init_error = init_error
+        self.uuids = uuids or {}  # "GPU-..." -> NVML index
         self.calls: Counter = Counter()
         self._position: Counter = Counter()
 
@@ -72,6 +75,15 @@ class FakeNvml:
     def nvmlDeviceGetHandleByIndex(self, index: int) -> SimpleNamespace:
         self.calls["handle", index] += 1
         return SimpleNamespace(index=index)
+
+    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> SimpleNamespace:
+        self.calls["uuid", uuid] += 1
+        if uuid not in self.uuids:
+            raise pynvml.NVMLError_NotFound()
+        return SimpleNamespace(index=self.uuids[uuid])
+
+    def nvmlDeviceGetIndex(self, handle: SimpleNamespace) -> int:
+        return handle.index
 
     def nvmlDeviceGetName(self, handle):
         return self._answer("name", handle)
@@ -273,6 +285,56 @@ def test_cuda_visible_devices_maps_to_nvml_indices(monkeypatch, visible, device,
     fake = FakeNvml({nvml_index: script()})
     make_sampler(device, nvml=fake).stop()
     assert fake.calls["handle", nvml_index] == 1
+
+
+@pytest.fixture
+def cuda_uuids(monkeypatch):
+    """Pretend CUDA is here and reports these UUIDs (CUDA index -> uuid, without NVML's 'GPU-')."""
+    def report(uuids: dict[int, str]) -> None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: SimpleNamespace(uuid=uuids[index]))
+
+    return report
+
+
+@pytest.mark.parametrize("visible", [None, "GPU-8a3f-77", "2,0"])
+def test_the_gpu_is_found_by_its_uuid_whatever_the_numbering(monkeypatch, cuda_uuids, visible):
+    # CUDA's cuda:1 is NVML's device 0 (CUDA puts the fastest GPU first unless told otherwise)
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    cuda_uuids({1: "8a3f-77"})
+    fake = FakeNvml({0: script(utilization=[(64, 3)])}, uuids={"GPU-8a3f-77": 0})
+    sampler = make_sampler("cuda:1", nvml=fake)
+    sampler.start()
+    sampler.sample_once()
+    (device,) = sampler.stop()["devices"]
+    assert (device["index"], device["utilization_mean"]) == (0, 64)
+    assert not any(key[0] == "handle" for key in fake.calls)  # the index was never guessed
+
+
+def test_a_uuid_nvml_does_not_know_falls_back_to_the_index(monkeypatch, cuda_uuids):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    cuda_uuids({1: "MIG-5c1e"})  # some MIG set-ups: NVML has no such device handle
+    fake = FakeNvml({1: script()})
+    sampler = make_sampler("cuda:1", nvml=fake)
+    assert sampler.kind == "nvml" and sampler.stop()["devices"][0]["index"] == 1
+    assert fake.calls["uuid", "MIG-5c1e"] == 1
+
+
+def test_readings_a_driver_withholds_are_skipped_like_unsupported_ones():
+    fake = FakeNvml({0: script(energy=[pynvml.NVMLError_NoPermission()],
+                               power=[pynvml.NVMLError_FunctionNotFound()], utilization=[(70, 2)])})
+    sampler = NvmlSampler([0], LONG, nvml=fake)
+    sampler.start()
+    sampler.sample_once()
+    sampler.sample_once()
+    result = sampler.stop()
+    (device,) = result["devices"]
+    assert result["error"] is None and result["samples"] == 2
+    assert (device["utilization_mean"], device["power_mean_w"], device["energy_j"]) == (70, None, None)
+    assert fake.calls["power", 0] == 1 and fake.calls["energy", 0] == 1  # asked once, then left alone
 
 
 @pytest.mark.parametrize("visible", ["GPU-8a3f", "0", ""])
