@@ -223,6 +223,12 @@ class PreparedRun:
     def evaluate(self) -> dict[str, float | None]:
         """Loss (and accuracy) on every split, in eval mode, without augmentation."""
         model = self.module  # every rank holds the same weights; no need to go through DDP
+        if self.dist.distributed:
+            # Buffers (BatchNorm statistics) were last updated by each rank's own slice of the batch.
+            # Take rank 0's, as DDP does at every training forward, so every rank measures one model
+            # and a stop-at-target decision made on any rank holds for rank 0's numbers too.
+            for buffer in model.buffers():
+                torch.distributed.broadcast(buffer, src=0)
         was_training = model.training
         model.eval()
         metrics: dict[str, float | None] = {}

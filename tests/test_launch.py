@@ -345,6 +345,59 @@ def test_a_multi_device_case_cannot_name_one_gpu():
 
 
 # ------------------------------------------------------------------------------------ torchrun
+def torchrun_result(script, processes: int = 2):
+    """Run ``script`` under torchrun on this machine; what rank 0 printed after "RESULT ", as JSON."""
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    completed = subprocess.run([torchrun, "--nproc-per-node", str(processes), "--master-port",
+                                str(launch.free_port()), str(script)], capture_output=True, text=True, timeout=300,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
+
+
+def test_every_rank_evaluates_rank_zero_batchnorm_statistics(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent('''
+        import json, types
+        import torch, torch.distributed as dist
+        from torch import nn
+        import convbench
+        from convbench import Case
+        from convbench.data import DatasetSplits
+        from convbench.distributed import context_from_process_group
+        from convbench.engine import PreparedRun, RunSettings
+        from convbench.registry import load_registry
+
+        def halves():
+            x = torch.randn(400, 8, generator=torch.Generator().manual_seed(0))
+            y = (x[:, 0] > 0).long()
+            return DatasetSplits(train=(x[:300], y[:300]), test=(x[300:], y[300:]), num_outputs=2)
+
+        def bn_mlp(input_shape, num_outputs):
+            return nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, num_outputs))
+
+        plugin = types.ModuleType("bn_plugin")
+        plugin.convbench_register_models = convbench.hookimpl(lambda register: register("bn_mlp", bn_mlp))
+        plugin.convbench_register_datasets = convbench.hookimpl(lambda register: register("halves", halves))
+        registry = load_registry(entry_points=False, extra_plugins=[("bn_plugin", plugin)])
+
+        dist.init_process_group("gloo")
+        case = Case(model="bn_mlp", dataset="halves", optimizer="sgd", lr=0.1, batch_size=20, steps=5, world_size=2)
+        run = PreparedRun(case, RunSettings(registry=registry, telemetry_interval_s=None),
+                          context_from_process_group())
+        for step, index in zip(range(5), run.batches.epoch()):
+            run.train_step(index, step)  # the last forward updated each rank's statistics from its own half
+        metrics = [None, None]
+        dist.all_gather_object(metrics, run.evaluate())
+        if dist.get_rank() == 0:
+            print("RESULT " + json.dumps(metrics))
+        dist.destroy_process_group()
+    '''))
+    rank0, rank1 = torchrun_result(script)
+    assert rank0 == rank1
+
+
 def test_torchrun_uses_its_own_process_group(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent('''
@@ -358,13 +411,7 @@ def test_torchrun_uses_its_own_process_group(tmp_path):
         if os.environ["RANK"] == "0":
             print("RESULT " + json.dumps({"acc": result.final["test_accuracy"], "steps": result.steps}))
     '''))
-    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    completed = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", str(launch.free_port()),
-                                str(script)], capture_output=True, text=True, timeout=300,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT "))
-    under_torchrun = json.loads(line[len("RESULT "):])
+    under_torchrun = torchrun_result(script)
     alone = launch.run_case(SOFTMAX)
     assert under_torchrun["steps"] == alone.steps
     assert under_torchrun["acc"] == pytest.approx(alone.final["test_accuracy"], abs=0.005)
