@@ -151,7 +151,7 @@ class PreparedRun:
         augmentations = [registry.get("augmentation", name).build(kwargs) for name, kwargs in case.augmentations]
         self.device = resolve_device(case.device)
 
-        data = load_dataset(case, registry, self.settings).to(self.device)
+        data = self._load_in_turns(case, registry).to(self.device)
         self.data = data
         self.classification = data.task == "classification"
         self.target_split = _target_split(case, data)
@@ -213,6 +213,31 @@ class PreparedRun:
         self._ran = False
         self._stream: Iterator[torch.Tensor] | None = None  # endless batches for throughput rounds
         self._steps_timed = 0
+
+    def _load_in_turns(self, case: Case, registry: Registry) -> DatasetSplits:
+        """Load the data set; when it may be downloaded, ranks take turns so that no two write one folder.
+
+        Rank 0 goes first (on a shared file system the others then find its files), then the first
+        rank of every other machine, then the rest, which read what is on disk by then. A rank whose
+        turn fails still joins the remaining barriers, so a failure never leaves the others waiting.
+        """
+        dist = self.dist
+        if not (dist.distributed and self.settings.download):
+            return load_dataset(case, registry, self.settings)
+        my_turn = 0 if dist.rank == 0 else 1 if dist.local_rank == 0 else 2
+        loaded: DatasetSplits | None = None
+        failure: BaseException | None = None
+        for turn in range(3):
+            if turn == my_turn:
+                try:
+                    loaded = load_dataset(case, registry, self.settings)
+                except BaseException as exc:
+                    failure = exc
+            dist.barrier()
+        if failure is not None:
+            raise failure
+        assert loaded is not None
+        return loaded
 
     # ------------------------------------------------------------------------------------------
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:

@@ -99,8 +99,10 @@ def test_progress_of_rank_zero_reaches_the_session():
 
 # ------------------------------------------------------------------------------------- faults
 FAULTS = '''
+import json
 import os
 import threading
+import time
 
 import torch
 from torch import nn
@@ -126,9 +128,26 @@ class Faulty(nn.Module):
         return self.linear(x.flatten(1))
 
 
+def logged_download(root, download=False):
+    """Records when this rank's load began and ended, in the data root."""
+    began = time.time()
+    if download:
+        time.sleep(0.5)  # stands in for the download's time on the network
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 4, generator=generator)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / f"load-rank{os.environ['RANK']}.json").write_text(json.dumps([began, time.time()]))
+    return convbench.DatasetSplits(train=(x, (x[:, 0] > 0).long()), num_outputs=2)
+
+
 @convbench.hookimpl
 def convbench_register_models(register):
     register("faulty", Faulty)
+
+
+@convbench.hookimpl
+def convbench_register_datasets(register):
+    register("logged_download", logged_download)
 '''
 
 
@@ -176,6 +195,14 @@ def test_a_hanging_rank_is_stopped_by_the_timeout(faults_plugin):
         launch.run_case(faults_plugin.replace(model_kwargs={"mode": "hang"}), timeout_s=3)
     assert time.monotonic() - started < 3 + 15  # the timeout, plus joining and killing the workers
     assert_pool_gone(pool)
+
+
+def test_ranks_that_may_download_load_in_turns(faults_plugin, tmp_path):
+    root = tmp_path / "data"
+    case = SOFTMAX.replace(dataset="logged_download", world_size=2, epochs=None, steps=2, eval_train_samples=None)
+    launch.run_case(case, RunSettings(data_root=root, download=True))
+    (_, ended0), (began1, _) = (json.loads((root / f"load-rank{r}.json").read_text()) for r in (0, 1))
+    assert began1 >= ended0  # rank 1 read what rank 0 had finished writing
 
 
 def test_the_settings_timeout_applies():
