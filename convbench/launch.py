@@ -97,7 +97,8 @@ class ThroughputSession:
             fresh = (case.world_size, device.type) not in _POOLS
             self._pool = _pool_for(case.world_size, device.type)
             self.startup_s = self._pool.startup_s if fresh else 0.0
-            self._pool.request("bench_start", case, self.settings, self._pool_timeout_s, steps=warmup_steps)
+            self._pool_global_batch: int = self._pool.request("bench_start", case, self.settings,
+                                                              self._pool_timeout_s, steps=warmup_steps)
 
     @property
     def _pool_timeout_s(self) -> float:
@@ -109,10 +110,10 @@ class ThroughputSession:
 
     @property
     def global_batch(self) -> int:
+        """Samples per step over all ranks, as the prepared run computed it (full batch included)."""
         if self._local is not None:
             return self._local.batches.batch_size
-        size = self.case.batch_size or 0
-        return size * self.case.world_size if self.case.scaling == "weak" else size
+        return self._pool_global_batch
 
     def round(self, steps: int) -> float:
         """Run ``steps`` synchronised steps; the slowest rank's seconds."""
@@ -414,6 +415,7 @@ def _run_task(task: _Task, context: DistContext, results: Any) -> None:
         elif task.kind == "bench_start":
             _BENCH["run"] = PreparedRun(Case(**task.case), settings, context)
             _BENCH["run"].time_steps(task.steps)  # warm-up: allocator, kernels, DDP buckets
+            payload = _BENCH["run"].batches.batch_size
         elif task.kind == "bench_round":
             payload = _BENCH["run"].time_steps(task.steps)
         elif task.kind == "bench_end":

@@ -83,6 +83,18 @@ def test_weak_scaling_throughput_counts_every_rank_batch():
         session.close()
 
 
+def test_full_batch_throughput_counts_the_whole_training_set_on_any_world_size():
+    case = Case(model="softmax", dataset="mnist-5k", optimizer="sgd", lr=0.1, batch_size=None, steps=1)
+    sizes = []
+    for world_size in (1, 2):
+        session = launch.ThroughputSession(case.replace(world_size=world_size), warmup_steps=1)
+        try:
+            sizes.append(session.global_batch)
+        finally:
+            session.close()
+    assert sizes[0] == sizes[1] > 1000  # every training image, not 0 (the case names no batch size)
+
+
 def test_bad_round_settings_fail_in_one_line(pytester):
     pytester.makeini("[pytest]\n")
     pytester.makepyfile(test_speed=SUITE.replace("steps=50", "steps=0"))
