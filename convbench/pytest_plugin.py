@@ -80,6 +80,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_SESSION] = uuid.uuid4().hex[:12]
+    if _secondary_rank():
+        # Under torchrun every rank runs the whole session; rank 0 speaks for all. Other ranks writing
+        # the same --benchmark-json or saved run would race it, and the last writer would win.
+        config.option.benchmark_json = None
+        config.option.benchmark_save = None
+        config.option.benchmark_autosave = False
+
+
+def _secondary_rank() -> bool:
+    """A rank other than 0 of a torchrun job (read from the environment: importing torch here is too dear)."""
+    return os.environ.get("RANK", "0") != "0"
 
 
 # ----------------------------------------------------------------------------------- fixtures
@@ -111,6 +122,14 @@ def _session_case(case: Case, settings: RunSettings, world_size: int | None, req
     except ConvbenchError as exc:
         raise pytest.fail.Exception(f"{request.node.name}: {exc}", pytrace=False) from None
     return scaled
+
+
+def _skip_other_world_sizes_under_torchrun(case: Case) -> None:
+    """torchrun fixed the number of processes: cases of another world size are for another launch."""
+    from convbench.distributed import launched_by_torchrun
+
+    if launched_by_torchrun() and case.world_size != int(os.environ["WORLD_SIZE"]):
+        pytest.skip(f"world_size={case.world_size}; torchrun started {os.environ['WORLD_SIZE']} processes")
 
 
 def _default_group(benchmark: Any, request: pytest.FixtureRequest) -> str:
@@ -147,8 +166,7 @@ def convergence(request: pytest.FixtureRequest, benchmark: Any, convbench_settin
             raise ConvbenchError("the convergence fixture runs one case per test; parametrize for more")
         scaled = _session_case(case, convbench_settings, convbench_world_size, request)
         torchrun = launched_by_torchrun()
-        if torchrun and scaled.world_size != int(os.environ["WORLD_SIZE"]):
-            pytest.skip(f"world_size={scaled.world_size}; torchrun started {os.environ['WORLD_SIZE']} processes")
+        _skip_other_world_sizes_under_torchrun(scaled)
         record: dict[str, Any] = {"case_id": scaled.id, "scale": convbench_settings.scale, "outcome": None,
                                   "error": None}
         request.node.stash[_RECORD] = record
@@ -196,6 +214,7 @@ def throughput(request: pytest.FixtureRequest, benchmark: Any, convbench_setting
             if not isinstance(value, int) or value < 1:
                 raise ConvbenchError(f"throughput {name}={value!r}: expected a positive integer")
         scaled = _session_case(case, convbench_settings, convbench_world_size, request)
+        _skip_other_world_sizes_under_torchrun(scaled)
         _default_group(benchmark, request)
         try:
             session = launch.ThroughputSession(scaled, convbench_settings, warmup_steps)
@@ -249,7 +268,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def _append_result(item: pytest.Item, record: dict[str, Any]) -> None:
     """Write the finished case to the results file now, so an interrupted session keeps it."""
     path = results_path(item.config)
-    if path is None or os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for all
+    if path is None or _secondary_rank():
         return
     line = {
         "schema": RECORD_SCHEMA,

@@ -531,3 +531,44 @@ def test_a_case_that_cannot_take_a_world_size_fails_in_one_line(pytester):
     output = result.stdout.str()
     assert "test_case[w2-softmax-sgd-lr0.5-bs100]: device='cuda:0' cannot be shared by world_size=2 ranks" in output
     assert "Traceback" not in output and "case.py" not in output
+
+
+def test_a_suite_under_torchrun_is_reported_once_by_rank_zero(tmp_path):
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "conftest.py").write_text(textwrap.dedent('''
+        import os
+
+        def pytest_benchmark_update_json(config, benchmarks, output_json):
+            with open("saved-by.txt", "a") as log:  # one line per rank that writes the JSON
+                log.write(os.environ["RANK"] + "\\n")
+    '''))
+    (tmp_path / "test_suite.py").write_text(textwrap.dedent('''
+        import pytest
+        from convbench import Case
+
+        CASE = Case(model="softmax", dataset="mnist-5k", optimizer="sgd", lr=0.5, batch_size=100, steps=10,
+                    eval_every=5, eval_train_samples=200)
+
+        @pytest.mark.parametrize("case", [CASE.replace(world_size=2).param(), CASE.param()])
+        def test_case(convergence, case):
+            assert convergence(case).world_size == 2
+
+        @pytest.mark.parametrize("case", [CASE.param()])
+        def test_speed(throughput, case):
+            throughput(case, steps=2, rounds=2)
+    '''))
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    completed = subprocess.run(
+        [torchrun, "--nproc-per-node", "2", "--master-port", str(launch.free_port()), "-m", "pytest", "-q",
+         "-p", "no:cacheprovider", "--benchmark-json", "out.json", "--convbench-results", "r.jsonl",
+         "--convbench-no-progress", "-rs"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert completed.returncode == 0, (completed.stdout + completed.stderr)[-4000:]
+    assert completed.stdout.count("1 passed, 2 skipped") == 2  # both ranks ran the session
+    skips = [line for line in completed.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert len(skips) == 2 and all("[2]" in line and "world_size=1; torchrun started 2 processes" in line
+                                   for line in skips)  # per rank: the world-size-1 convergence and throughput case
+    assert (tmp_path / "saved-by.txt").read_text().split() == ["0"]
+    (benchmark,) = json.loads((tmp_path / "out.json").read_text())["benchmarks"]
+    assert benchmark["extra_info"]["convbench"]["world_size"] == 2
+    assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 1
