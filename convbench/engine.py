@@ -522,12 +522,12 @@ def _check_divergence(losses: torch.Tensor, start: int, stop: int, factor: float
     """NaN/Inf anywhere in the window, or its mean above ``factor`` times the first loss."""
     window = losses[start:stop]
     finite = torch.isfinite(window)
-    if not bool(finite.all()):
+    # one read from the device for the three numbers: each read waits for the queued steps to finish
+    all_finite, reference, mean = torch.stack([finite.all().to(window.dtype), losses[0], window.mean()]).tolist()
+    if not all_finite:
         first_bad = int((~finite).nonzero()[0])
         value = float(window[first_bad])
         return {"step": start + first_bad + 1, "reason": f"non-finite loss ({value})"}
-    reference = float(losses[0])
-    mean = float(window.mean())
     if mean > factor * reference:
         return {"step": stop, "reason": f"loss {mean:.4g} exceeded {factor:g} x the first loss {reference:.4g}"}
     return None

@@ -232,6 +232,7 @@ class WorkerPool:
     def __init__(self, world_size: int, device_type: str, start_timeout_s: float = 300.0) -> None:
         started = time.perf_counter()
         self.world_size = world_size
+        self.device_type = device_type
         self._token = 0
         self.cases_run = 0
         for attempt in range(1, _PORT_ATTEMPTS + 1):
@@ -300,6 +301,10 @@ class WorkerPool:
 
     def request(self, kind: str, case: Case, settings: RunSettings, timeout_s: float, steps: int = 0) -> Any:
         """Send one task to every rank and wait for all of them; returns rank 0's payload."""
+        if self.device_type == "cuda" and torch.cuda.is_initialized():
+            # single-process cases ran on cuda:0 in this process, which rank 0 shares: hand back the
+            # memory torch's allocator keeps cached, or rank 0 may run out and its NVML readings include it
+            torch.cuda.empty_cache()
         self._token += 1
         task = _Task(self._token, kind, case.to_dict(), None if settings.data_root is None else str(settings.data_root),
                      settings.download, settings.scale, settings.telemetry_interval_s, steps)
@@ -333,7 +338,7 @@ class WorkerPool:
                         result = message[3]
         except BaseException:
             self.close()  # a failed or hung case leaves the process group unusable
-            _POOLS.pop((self.world_size, _device_type_of(self)), None)
+            _POOLS.pop((self.world_size, self.device_type), None)
             raise
         return result
 
@@ -347,10 +352,6 @@ class WorkerPool:
             if process.is_alive():
                 process.kill()
                 process.join(timeout=5)
-
-
-def _device_type_of(pool: WorkerPool) -> str:
-    return next((key[1] for key, value in _POOLS.items() if value is pool), "cpu")
 
 
 # ----------------------------------------------------------------------------------- a worker

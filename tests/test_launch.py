@@ -364,6 +364,18 @@ def test_under_torchrun_more_processes_than_gpus_fail_in_one_line(gpus, fake_ini
     assert fake_init == []
 
 
+def test_a_gpu_pool_gets_the_memory_this_process_cached_before_each_case(monkeypatch):
+    pool = launch.WorkerPool.__new__(launch.WorkerPool)  # its queues without processes behind them
+    pool.world_size, pool.device_type, pool._token, pool.processes = 1, "cuda", 0, []
+    pool.tasks, pool.results = [queue.Queue()], queue.Queue()
+    pool.results.put(("done", 1, 0, "rank 0's payload"))
+    tasks_sent_when_emptied = []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: tasks_sent_when_emptied.append(pool.tasks[0].qsize()))
+    assert pool.request("case", SOFTMAX, RunSettings(), timeout_s=10) == "rank 0's payload"
+    assert tasks_sent_when_emptied == [0]  # once, before the task went out
+
+
 def test_a_multi_device_case_cannot_name_one_gpu():
     with pytest.raises(CaseError, match=r"device='cuda:1' cannot be shared by world_size=2 ranks; valid choices"):
         SOFTMAX.replace(world_size=2, device="cuda:1")
