@@ -32,10 +32,10 @@ def make_line(size: int = 200, weight: float = 2.0, bias: float = 0.5, seed: int
     return DatasetSplits(train=(x, weight * x + bias), num_outputs=1, task="regression")
 
 
-class NanAfter(nn.Module):
-    """A linear model whose outputs turn NaN after ``steps`` training forward passes."""
+class FaultAfter(nn.Module):
+    """A linear model that misbehaves (`fault`) once it has made ``steps`` training forward passes."""
 
-    def __init__(self, input_shape, num_outputs, steps: int = 5):
+    def __init__(self, input_shape, num_outputs, steps: int):
         super().__init__()
         self.linear = nn.Linear(int(torch.tensor(input_shape).prod()), num_outputs)
         self.steps = steps
@@ -45,25 +45,31 @@ class NanAfter(nn.Module):
         if self.training:
             self.calls += 1
         out = self.linear(x.flatten(1))
-        return out * float("nan") if self.calls > self.steps else out
+        return self.fault(out) if self.calls > self.steps else out
+
+    def fault(self, out: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
 
-class HangAfter(nn.Module):
-    """A linear model whose training forward pass never returns after ``steps`` calls."""
+class NanAfter(FaultAfter):
+    """Outputs turn NaN."""
+
+    def __init__(self, input_shape, num_outputs, steps: int = 5):
+        super().__init__(input_shape, num_outputs, steps)
+
+    def fault(self, out: torch.Tensor) -> torch.Tensor:
+        return out * float("nan")
+
+
+class HangAfter(FaultAfter):
+    """The forward pass never returns (a bounded "forever": a regression fails instead of hanging the tests)."""
 
     def __init__(self, input_shape, num_outputs, steps: int = 3):
-        super().__init__()
-        self.linear = nn.Linear(int(torch.tensor(input_shape).prod()), num_outputs)
-        self.steps = steps
-        self.calls = 0
+        super().__init__(input_shape, num_outputs, steps)
 
-    def forward(self, x):
-        if self.training:
-            self.calls += 1
-            if self.calls > self.steps:  # a bounded "forever": a regression fails instead of hanging the tests
-                threading.Event().wait(120)
-                raise RuntimeError("hang_after waited 120 s and nothing interrupted it")
-        return self.linear(x.flatten(1))
+    def fault(self, out: torch.Tensor) -> torch.Tensor:
+        threading.Event().wait(120)
+        raise RuntimeError("hang_after waited 120 s and nothing interrupted it")
 
 
 def _testing_plugin() -> types.ModuleType:
