@@ -54,8 +54,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="run every convergence and throughput case once per world size, e.g. 1,2,4 "
                          "(DDP: gloo on CPU, nccl on GPU)")
     group.addoption("--convbench-telemetry-interval", metavar="SECONDS", type=float, default=0.2,
-                    help="sample GPU (NVML) or CPU (psutil) utilisation every SECONDS during each run; 0 turns "
-                         "sampling off (default 0.2)")
+                    help="sample GPU (NVML) or CPU (psutil) utilisation every SECONDS during each run (NVML no "
+                         "faster than every 1/6 s, its fastest refresh); 0 turns sampling off (default 0.2)")
     group.addoption("--convbench-timeout", metavar="SECONDS", type=float, default=None,
                     help="fail a case that runs longer than SECONDS and go on with the next: multi-process "
                          "cases have their workers killed (default 1800), single-process ones are "

@@ -36,10 +36,11 @@ if TYPE_CHECKING:
     import torch
 
 DEFAULT_INTERVAL_S = 0.2
-#: NVML refreshes its counters no faster than this (utilisation is averaged over 1/6 s to 1 s depending
-#: on the board, power over up to 1 s), so faster sampling only re-reads the same values while taking
-#: CPU time from the run being measured.
+#: Sampling faster than this only takes CPU time from the run being measured.
 MIN_INTERVAL_S = 0.05
+#: NVML refreshes utilisation no faster than this (it is averaged over 1/6 s to 1 s depending on the
+#: board, power over up to 1 s): sampling faster would only re-read the same values.
+NVML_MIN_INTERVAL_S = 1 / 6
 #: The timeline keeps at most this many points; summaries always cover every sample.
 MAX_TIMELINE_POINTS = 500
 #: NVML errors that mean a board or driver does not give a reading (vGPUs and old drivers answer
@@ -88,12 +89,14 @@ class Sampler:
     """
 
     kind: ClassVar[str] = ""
+    #: Shorter intervals are raised to this: no sampler reads faster than its counters change.
+    min_interval_s: ClassVar[float] = MIN_INTERVAL_S
 
     def __init__(self, interval: float = DEFAULT_INTERVAL_S, *, max_points: int = MAX_TIMELINE_POINTS,
                  clock: Callable[[], float] = time.perf_counter) -> None:
         if not isinstance(interval, (int, float)) or not math.isfinite(interval) or interval <= 0:
             raise ConvbenchError(f"invalid telemetry interval={interval!r}: a positive number of seconds")
-        self.interval = max(MIN_INTERVAL_S, float(interval))
+        self.interval = max(self.min_interval_s, float(interval))
         #: Why this sampler ran instead of a better one (set by `make_sampler`), or None.
         self.reason: str | None = None
         #: The first error met while sampling, one line, or None.
@@ -284,6 +287,7 @@ class NvmlSampler(Sampler):
     """
 
     kind = "nvml"
+    min_interval_s = NVML_MIN_INTERVAL_S
 
     def __init__(self, devices: Sequence[int | str], interval: float = DEFAULT_INTERVAL_S, *,
                  nvml: ModuleType | Any | None = None, max_points: int = MAX_TIMELINE_POINTS,

@@ -443,9 +443,13 @@ def test_interval_must_be_a_positive_number(interval):
         CpuSampler(interval)
 
 
-def test_interval_is_clamped_to_what_nvml_can_resolve():
+def test_interval_is_clamped_to_what_the_counters_can_resolve():
     assert CpuSampler(0.001).interval == MIN_INTERVAL_S
     assert CpuSampler().interval == DEFAULT_INTERVAL_S
+    nvml = NvmlSampler([0], 0.05, nvml=FakeNvml())
+    assert nvml.interval == pytest.approx(1 / 6)  # the fastest any board refreshes its utilisation
+    assert nvml.stop()["interval_s"] == nvml.interval  # the result says what was used
+    assert NvmlSampler([0], 0.5, nvml=FakeNvml()).stop()["interval_s"] == 0.5
 
 
 # ------------------------------------------------------------------------------ psutil
