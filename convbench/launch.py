@@ -29,6 +29,7 @@ from convbench.case import Case
 from convbench.distributed import DistContext, backend_for, context_from_process_group, launched_by_torchrun
 from convbench.engine import PreparedRun, Progress, RunSettings, resolve_device
 from convbench.errors import CaseError, CaseTimeoutError, ConvbenchError, RankFailedError
+from convbench.registry import conftest_plugin_files, use_conftest_plugin_files
 from convbench.result import RunResult
 from convbench.time_limit import time_limit
 
@@ -47,6 +48,7 @@ class _Task:
     scale: str
     telemetry_interval_s: float | None
     steps: int = 0
+    conftest_plugins: tuple[tuple[str, str], ...] = ()  # (name, file) of the session's conftest plugins
 
 
 def run_case(case: Case, settings: RunSettings | None = None, timeout_s: float | None = None) -> RunResult:
@@ -307,7 +309,8 @@ class WorkerPool:
             torch.cuda.empty_cache()
         self._token += 1
         task = _Task(self._token, kind, case.to_dict(), None if settings.data_root is None else str(settings.data_root),
-                     settings.download, settings.scale, settings.telemetry_interval_s, steps)
+                     settings.download, settings.scale, settings.telemetry_interval_s, steps,
+                     conftest_plugin_files())
         for tasks in self.tasks:
             tasks.put(task)
         deadline = time.monotonic() + timeout_s
@@ -410,6 +413,7 @@ def _run_task(task: _Task, context: DistContext, results: Any) -> None:
                            progress=progress if context.is_main else None,
                            telemetry_interval_s=task.telemetry_interval_s)
     try:
+        use_conftest_plugin_files(task.conftest_plugins)
         payload: Any = None
         if task.kind == "case":
             payload = PreparedRun(Case(**task.case), settings, context).run().to_dict()

@@ -16,6 +16,7 @@ import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from convbench.result import RunResult
 
 SCALE_ENV = "CONVBENCH_SCALE"
+_HOOK_PREFIX = "convbench_register_"  # the registration hooks' names (convbench.hookspecs)
 DEFAULT_RESULTS = ".convbench/results.jsonl"
 _RECORD = pytest.StashKey[dict]()
 _SESSION = pytest.StashKey[str]()
@@ -86,6 +88,23 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.benchmark_json = None
         config.option.benchmark_save = None
         config.option.benchmark_autosave = False
+
+
+def pytest_plugin_registered(plugin: object, plugin_name: str, manager: pytest.PytestPluginManager) -> None:
+    """A conftest.py that implements convbench hooks registers its components, as an installed plugin would."""
+    file = getattr(plugin, "__file__", None)
+    if not (isinstance(plugin, ModuleType) and file and Path(file).name == "conftest.py"):
+        return
+    if any(name.startswith(_HOOK_PREFIX) and callable(value) for name, value in vars(plugin).items()):
+        from convbench.registry import add_conftest_plugin
+
+        add_conftest_plugin(f"conftest:{os.path.relpath(file)}", plugin)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    registry = sys.modules.get("convbench.registry")  # only if a conftest plugin or a case loaded it
+    if registry is not None:
+        registry.clear_conftest_plugins()
 
 
 def _secondary_rank() -> bool:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import importlib.util
 import inspect
 import os
 import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
+from types import MappingProxyType, ModuleType
 from typing import Any
 
 import pluggy
@@ -319,14 +320,52 @@ def load_registry(
 
 
 _registry: Registry | None = None
+#: conftest.py files of the running pytest session that implement convbench hooks: name -> module.
+#: The pytest plugin adds them; multi-process cases send (name, file) pairs to their workers.
+_conftest_plugins: dict[str, ModuleType] = {}
 
 
 def get_registry() -> Registry:
     """The process-wide registry, built on first use (no import-time side effects)."""
     global _registry
     if _registry is None:
-        _registry = load_registry()
+        _registry = load_registry(extra_plugins=list(_conftest_plugins.items()))
     return _registry
+
+
+def add_conftest_plugin(name: str, module: ModuleType) -> None:
+    """Make a conftest.py's convbench hooks part of the process-wide registry, like an installed plugin.
+
+    A test folder can then declare its own models or datasets without packaging them.
+    """
+    if _conftest_plugins.get(name) is not module:
+        _conftest_plugins[name] = module
+        reset_registry()
+
+
+def clear_conftest_plugins() -> None:
+    """Forget the session's conftest plugins (the session ended)."""
+    if _conftest_plugins:
+        _conftest_plugins.clear()
+        reset_registry()
+
+
+def conftest_plugin_files() -> tuple[tuple[str, str], ...]:
+    """(name, file) of each conftest plugin, for worker processes to import the same ones."""
+    return tuple((name, str(module.__file__)) for name, module in _conftest_plugins.items())
+
+
+def use_conftest_plugin_files(plugins: Iterable[tuple[str, str]]) -> None:
+    """In a worker: import the session's conftest plugins by file, as the session has them."""
+    for name, file in plugins:
+        if name not in _conftest_plugins:
+            module_name = "convbench_conftest_" + re.sub(r"\W", "_", name)
+            spec = importlib.util.spec_from_file_location(module_name, file)
+            if spec is None or spec.loader is None:
+                raise ConvbenchError(f"cannot import the conftest plugin {name!r} from {file}")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            add_conftest_plugin(name, module)
 
 
 def reset_registry() -> None:

@@ -6,21 +6,13 @@ import re
 from pathlib import Path
 
 import pytest
+from readme_text import README, code_block
 
 from convbench import hookspecs
 from convbench.cli import build_parser
 from convbench.registry import HOOKS
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-
-
-def code_block(first_line: str) -> str:
-    """The fenced code block whose first line is ``first_line``."""
-    for block in re.findall(r"```[a-z]*\n(.*?)```", README, flags=re.S):
-        if block.splitlines()[0].strip() == first_line:
-            return block
-    raise AssertionError(f"README has no code block starting with {first_line!r}")
 
 
 @pytest.fixture
