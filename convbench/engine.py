@@ -22,11 +22,13 @@ import torch
 import torch.nn.functional as F
 
 from convbench.case import Case
+from convbench.clock import synchronize
 from convbench.data import DatasetSplits, EpochBatches, compose, default_data_root, load_cached
 from convbench.distributed import DistContext
 from convbench.errors import CaseError, ConvbenchError
+from convbench.recording import RunRecorder, finite_or_none
 from convbench.registry import Registry, get_registry
-from convbench.result import SPLITS, RunResult
+from convbench.result import RunResult
 from convbench.schedule import LRControl
 
 MAX_EVALS = 50
@@ -80,37 +82,10 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def synchronize(device: torch.device) -> None:
-    """Wait for queued device work, so that a clock read afterwards measures it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
-
-
-class Stopwatch:
-    """Accumulates device-synchronised time over several start/stop segments."""
-
-    def __init__(self, device: torch.device) -> None:
-        self._device = device
-        self._started: float | None = None
-        self.total = 0.0
-
-    def start(self) -> None:
-        synchronize(self._device)
-        self._started = time.perf_counter()
-
-    def stop(self) -> None:
-        if self._started is not None:
-            synchronize(self._device)
-            self.total += time.perf_counter() - self._started
-            self._started = None
 
 
 def load_dataset(case: Case, registry: Registry, settings: RunSettings) -> DatasetSplits:
@@ -269,7 +244,7 @@ class PreparedRun:
                     if self.classification:
                         correct += (outputs.argmax(dim=1) == y).sum()
                 denominator = targets.numel() if not self.classification else targets.shape[0]
-                metrics[f"{split}_loss"] = _finite_or_none(loss_sum.item() / denominator)
+                metrics[f"{split}_loss"] = finite_or_none(loss_sum.item() / denominator)
                 metrics[f"{split}_accuracy"] = correct.item() / targets.shape[0] if self.classification else None
         model.train(was_training)
         return metrics
@@ -308,130 +283,77 @@ class PreparedRun:
         return self.dist.max(time.perf_counter() - started, self.device)
 
     def run(self) -> RunResult:
+        """Train the case once, evaluating at its evaluation steps; the measurements as a `RunResult`."""
         if self._ran:
             raise ConvbenchError("a PreparedRun trains once; prepare the case again for another run")
         self._ran = True
-        case, model = self.case, self.model
-        total, spe = self.total_steps, self.batches.steps_per_epoch
-        stride = max(1, math.ceil(total / case.max_curve_points))
-        losses = torch.full((total,), float("nan"), device=self.device)
-        lr_at_stride: list[float] = []
-        evals: dict[str, list[Any]] = {"step": [], "epoch": [], "time_s": [], "lr": []}
-        target = {"metric": _target_metric(case), "split": self.target_split,
-                  "value": case.target_accuracy if case.target_accuracy is not None else case.target_loss,
-                  "reached": False, "step": None, "epoch": None, "time_s": None}
-        train_clock, eval_clock = Stopwatch(self.device), Stopwatch(self.device)
-        divergence: dict[str, Any] | None = None
-        checked = 0
-        lr_control = self.lr_control
-        # Models may expose scalar parameters to follow (W and b of linear regression): recorded with
-        # the loss curve. Reading them costs a device sync, so only models that ask pay for it.
-        trajectory = getattr(self.module, "convbench_trajectory", None)
-        dist = self.dist
-        params: dict[str, list[Any]] = {"step": []}
-
-        def record_trajectory(step: int) -> None:
-            params["step"].append(step)
-            for key, value in trajectory().items():
-                params.setdefault(key, []).append(float(value))
-
-        def record_eval(step: int, lr: float) -> bool:
-            eval_clock.start()
-            metrics = self.evaluate()
-            eval_clock.stop()
-            evals["step"].append(step)
-            evals["epoch"].append(step / spe)
-            evals["time_s"].append(train_clock.total)
-            evals["lr"].append(lr)
-            for key, value in metrics.items():
-                evals.setdefault(key, []).append(value)
-            if step > 0:
-                lr_control.after_eval(metrics)
-            reached = _reached(case, metrics, self.target_split)
-            if reached and not target["reached"]:
-                target.update(reached=True, step=step, epoch=step / spe, time_s=train_clock.total)
-            if self.settings.progress is not None and dist.is_main:
-                self.settings.progress(Progress(case.id, step, total, step / spe, train_clock.total, metrics))
-            return dist.any(reached, self.device)
-
+        record = RunRecorder(self.case, self.total_steps, self.batches.steps_per_epoch, self.target_split,
+                             self.device, self.dist, getattr(self.module, "convbench_trajectory", None))
         sampler = self._start_sampler()
         try:
-            model.train()
-            if trajectory is not None:
-                record_trajectory(0)
-            step = 0
-            lr = lr_control.effective_lr(0)
-            record_eval(0, lr)
-            stop = False
-            while not stop and step < total:
-                train_clock.start()
-                for index in self.batches.epoch():
-                    lr = lr_control.effective_lr(step)
-                    losses[step] = self.train_step(index, step)
-                    step += 1
-                    if step % stride == 0:
-                        lr_at_stride.append(lr)
-                        if trajectory is not None:
-                            record_trajectory(step)
-                    lr_control.after_step()
-                    at_eval = step in self.eval_steps
-                    if at_eval or step % DIVERGENCE_CHECK_EVERY == 0 or step == total:
-                        dist.mean_(losses[checked:step])  # the curve and the verdict are over all ranks
-                        divergence = _check_divergence(losses, checked, step, case.divergence_factor)
-                        checked = step
-                        if divergence is not None:
-                            stop = True
-                            break
-                    if at_eval:
-                        train_clock.stop()
-                        if record_eval(step, lr) and case.stop_at_target:
-                            stop = True
-                            break
-                        if step >= total:
-                            break
-                        train_clock.start()
-                    if step >= total:
-                        break
-                else:
-                    lr_control.after_epoch()
-                train_clock.stop()
-            if divergence is not None or evals["step"][-1] != step:
-                record_eval(step, lr)  # the final state is always evaluated
+            steps = self._train(record)
         except BaseException:
             if sampler is not None:  # a failed or interrupted run must not leave its sampling thread behind
                 sampler.stop()
             raise
-
         telemetry = self._stop_sampler(sampler)
-        train_s = dist.max(train_clock.total, self.device)
-        eval_s = dist.max(eval_clock.total, self.device)
-        samples = step * self.batches.batch_size
-        curve_steps, curve_losses = _bucket_means(losses[:step], stride)
-        return RunResult(
-            case_id=case.id,
-            case=case.to_dict(),
-            scale=self.settings.scale,
-            device=str(self.device),
-            world_size=case.world_size,
-            steps=step,
-            steps_planned=total,
-            epochs=step / spe,
-            samples=samples,
-            diverged=divergence is not None,
-            divergence=divergence,
-            timing={"setup_s": dist.max(self.setup_s, self.device), "train_s": train_s, "eval_s": eval_s,
-                    "train_per_step_s": train_s / step if step else None},
-            samples_per_s=samples / train_s if train_s > 0 else None,
-            final={key: values[-1] for key, values in evals.items() if _is_metric(key)},
-            best=_best(evals),
-            target=target,
-            curves={"train": {"step": curve_steps, "loss": curve_losses,
-                              "lr": lr_at_stride[:len(curve_steps)]},
-                    "eval": evals,
-                    **({"params": params} if trajectory is not None else {})},
-            telemetry=telemetry,
-        )
+        return record.result(steps, scale=self.settings.scale, setup_s=self.setup_s,
+                             batch_size=self.batches.batch_size, telemetry=telemetry)
 
+    def _train(self, record: RunRecorder) -> int:
+        """The loop: steps, with divergence checks and evaluations at their steps; returns the steps taken.
+
+        It stops early when the loss diverges or, with ``stop_at_target``, when the target is reached.
+        The training clock runs only while steps are taken.
+        """
+        case, total, lr_control = self.case, self.total_steps, self.lr_control
+        self.model.train()
+        record.record_trajectory(0)
+        step, lr = 0, lr_control.effective_lr(0)
+        self._evaluate(record, step, lr)
+        stop = False
+        while not stop and step < total:
+            record.train_clock.start()
+            for index in self.batches.epoch():
+                lr = lr_control.effective_lr(step)
+                loss = self.train_step(index, step)
+                step += 1
+                record.add_step(step, loss, lr)
+                lr_control.after_step()
+                at_eval = step in self.eval_steps
+                check_due = at_eval or step % DIVERGENCE_CHECK_EVERY == 0 or step == total
+                if check_due and record.diverged(step):
+                    stop = True
+                    break
+                if at_eval:
+                    record.train_clock.stop()
+                    if self._evaluate(record, step, lr) and case.stop_at_target:
+                        stop = True
+                        break
+                    if step >= total:
+                        break
+                    record.train_clock.start()
+                if step >= total:
+                    break
+            else:
+                lr_control.after_epoch()
+            record.train_clock.stop()
+        if record.divergence is not None or record.last_eval_step != step:
+            self._evaluate(record, step, lr)  # the final state is always evaluated
+        return step
+
+    def _evaluate(self, record: RunRecorder, step: int, lr: float) -> bool:
+        """Evaluate and record at ``step``; True on every rank if the target was reached on any."""
+        record.eval_clock.start()
+        metrics = self.evaluate()
+        record.eval_clock.stop()
+        reached = record.add_eval(step, lr, metrics)
+        if step > 0:
+            self.lr_control.after_eval(metrics)
+        if self.settings.progress is not None and self.dist.is_main:
+            self.settings.progress(Progress(self.case.id, step, self.total_steps,
+                                            step / self.batches.steps_per_epoch, record.train_clock.total, metrics))
+        return self.dist.any(reached, self.device)
 
     def _start_sampler(self) -> Any:
         """Each GPU rank samples its own GPU; on CPUs the first rank of each machine samples that machine."""
@@ -488,14 +410,6 @@ def _global_batch(case: Case, num_samples: int, world_size: int) -> int:
     return case.batch_size
 
 
-def _target_metric(case: Case) -> str | None:
-    if case.target_accuracy is not None:
-        return "accuracy"
-    if case.target_loss is not None:
-        return "loss"
-    return None
-
-
 def _target_split(case: Case, data: DatasetSplits) -> str:
     present = data.splits()
     if case.target_split == "auto":
@@ -506,64 +420,3 @@ def _target_split(case: Case, data: DatasetSplits) -> str:
             f"valid choices: auto, {', '.join(present)}"
         )
     return case.target_split
-
-
-def _reached(case: Case, metrics: dict[str, float | None], split: str) -> bool:
-    if case.target_accuracy is not None:
-        accuracy = metrics.get(f"{split}_accuracy")
-        return accuracy is not None and accuracy >= case.target_accuracy
-    if case.target_loss is not None:
-        loss = metrics.get(f"{split}_loss")
-        return loss is not None and loss <= case.target_loss
-    return False
-
-
-def _check_divergence(losses: torch.Tensor, start: int, stop: int, factor: float) -> dict[str, Any] | None:
-    """NaN/Inf anywhere in the window, or its mean above ``factor`` times the first loss."""
-    window = losses[start:stop]
-    finite = torch.isfinite(window)
-    # one read from the device for the three numbers: each read waits for the queued steps to finish
-    all_finite, reference, mean = torch.stack([finite.all().to(window.dtype), losses[0], window.mean()]).tolist()
-    if not all_finite:
-        first_bad = int((~finite).nonzero()[0])
-        value = float(window[first_bad])
-        return {"step": start + first_bad + 1, "reason": f"non-finite loss ({value})"}
-    if mean > factor * reference:
-        return {"step": stop, "reason": f"loss {mean:.4g} exceeded {factor:g} x the first loss {reference:.4g}"}
-    return None
-
-
-def _bucket_means(losses: torch.Tensor, stride: int) -> tuple[list[int], list[float | None]]:
-    """Mean train loss per `stride` steps, labelled with the last step of each bucket."""
-    n = losses.shape[0]
-    if n == 0:
-        return [], []
-    values = losses.double().cpu()
-    full = (n // stride) * stride
-    means = values[:full].view(-1, stride).mean(dim=1).tolist() if full else []
-    steps = list(range(stride, full + 1, stride))
-    if full < n:
-        means.append(values[full:].mean().item())
-        steps.append(n)
-    return steps, [_finite_or_none(m) for m in means]
-
-
-def _is_metric(key: str) -> bool:
-    return key.split("_")[0] in SPLITS
-
-
-def _best(evals: dict[str, list[Any]]) -> dict[str, float | None]:
-    best: dict[str, float | None] = {}
-    for key, values in evals.items():
-        if not _is_metric(key):
-            continue
-        present = [v for v in values if v is not None]
-        if not present:
-            best[key] = None
-        else:
-            best[key] = max(present) if key.endswith("accuracy") else min(present)
-    return best
-
-
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None

@@ -239,7 +239,7 @@ def test_explicit_cuda_without_cuda_is_a_case_error(monkeypatch):
 
 
 def test_stopwatch_synchronises_the_device_around_every_reading(monkeypatch):
-    from convbench.engine import Stopwatch
+    from convbench.clock import Stopwatch
 
     synced = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synced.append(device))

@@ -1,0 +1,191 @@
+"""What a training run records as it goes, and the `RunResult` made of it.
+
+The loss curve, the evaluations, the target, parameter trajectories, the divergence verdict and the
+two clocks (training, evaluation) live here, so that the loop in `convbench.engine` shows only what
+training does. `add_step` is a write into a device buffer; everything that reads the device back
+(divergence checks, evaluations, the result) runs at intervals, outside the training clock or after
+a synchronisation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from convbench.case import Case
+from convbench.clock import Stopwatch
+from convbench.distributed import DistContext
+from convbench.result import SPLITS, RunResult
+
+
+class RunRecorder:
+    """The measurements of one run on one rank; collective where all ranks must agree."""
+
+    def __init__(self, case: Case, total_steps: int, steps_per_epoch: int, target_split: str,
+                 device: torch.device, dist: DistContext,
+                 trajectory: Callable[[], dict[str, float]] | None = None) -> None:
+        self.case = case
+        self.total_steps = total_steps
+        self.steps_per_epoch = steps_per_epoch
+        self.target_split = target_split
+        self.device = device
+        self.dist = dist
+        self.stride = max(1, math.ceil(total_steps / case.max_curve_points))
+        self.losses = torch.full((total_steps,), float("nan"), device=device)
+        self.lr_at_stride: list[float] = []
+        self.evals: dict[str, list[Any]] = {"step": [], "epoch": [], "time_s": [], "lr": []}
+        self.target: dict[str, Any] = {
+            "metric": _target_metric(case), "split": target_split,
+            "value": case.target_accuracy if case.target_accuracy is not None else case.target_loss,
+            "reached": False, "step": None, "epoch": None, "time_s": None}
+        self.train_clock, self.eval_clock = Stopwatch(device), Stopwatch(device)
+        self.divergence: dict[str, Any] | None = None
+        self._checked = 0  # steps before this one have had their divergence check
+        # Models may expose scalar parameters to follow (W and b of linear regression): recorded with
+        # the loss curve. Reading them costs a device sync, so only models that ask pay for it.
+        self._trajectory = trajectory
+        self.params: dict[str, list[Any]] = {"step": []}
+
+    # ----------------------------------------------------------------------------- during the run
+    def record_trajectory(self, step: int) -> None:
+        if self._trajectory is None:
+            return
+        self.params["step"].append(step)
+        for key, value in self._trajectory().items():
+            self.params.setdefault(key, []).append(float(value))
+
+    def add_step(self, step: int, loss: torch.Tensor, lr: float) -> None:
+        """Step number ``step`` (counted from 1) trained at ``lr`` with ``loss``: no host sync."""
+        self.losses[step - 1] = loss
+        if step % self.stride == 0:
+            self.lr_at_stride.append(lr)
+            self.record_trajectory(step)
+
+    def diverged(self, step: int) -> bool:
+        """Check the steps since the last check (collective: the curve and the verdict cover all ranks)."""
+        self.dist.mean_(self.losses[self._checked:step])
+        self.divergence = _check_divergence(self.losses, self._checked, step, self.case.divergence_factor)
+        self._checked = step
+        return self.divergence is not None
+
+    def add_eval(self, step: int, lr: float, metrics: dict[str, float | None]) -> bool:
+        """Record an evaluation at ``step``; whether it meets the target on this rank."""
+        epoch = step / self.steps_per_epoch
+        for key, value in {"step": step, "epoch": epoch, "time_s": self.train_clock.total, "lr": lr,
+                           **metrics}.items():
+            self.evals.setdefault(key, []).append(value)
+        reached = _reached(self.case, metrics, self.target_split)
+        if reached and not self.target["reached"]:
+            self.target.update(reached=True, step=step, epoch=epoch, time_s=self.train_clock.total)
+        return reached
+
+    @property
+    def last_eval_step(self) -> int | None:
+        return self.evals["step"][-1] if self.evals["step"] else None
+
+    # ----------------------------------------------------------------------------- afterwards
+    def result(self, steps: int, *, scale: str, setup_s: float, batch_size: int,
+               telemetry: dict[str, Any] | None) -> RunResult:
+        """The run's result (collective: times are the slowest rank's)."""
+        case, dist = self.case, self.dist
+        setup_s = dist.max(setup_s, self.device)
+        train_s = dist.max(self.train_clock.total, self.device)
+        eval_s = dist.max(self.eval_clock.total, self.device)
+        samples = steps * batch_size
+        curve_steps, curve_losses = _bucket_means(self.losses[:steps], self.stride)
+        return RunResult(
+            case_id=case.id,
+            case=case.to_dict(),
+            scale=scale,
+            device=str(self.device),
+            world_size=case.world_size,
+            steps=steps,
+            steps_planned=self.total_steps,
+            epochs=steps / self.steps_per_epoch,
+            samples=samples,
+            diverged=self.divergence is not None,
+            divergence=self.divergence,
+            timing={"setup_s": setup_s, "train_s": train_s, "eval_s": eval_s,
+                    "train_per_step_s": train_s / steps if steps else None},
+            samples_per_s=samples / train_s if train_s > 0 else None,
+            final={key: values[-1] for key, values in self.evals.items() if _is_metric(key)},
+            best=_best(self.evals),
+            target=self.target,
+            curves={"train": {"step": curve_steps, "loss": curve_losses,
+                              "lr": self.lr_at_stride[:len(curve_steps)]},
+                    "eval": self.evals,
+                    **({"params": self.params} if self._trajectory is not None else {})},
+            telemetry=telemetry,
+        )
+
+
+def _target_metric(case: Case) -> str | None:
+    if case.target_accuracy is not None:
+        return "accuracy"
+    if case.target_loss is not None:
+        return "loss"
+    return None
+
+
+def _reached(case: Case, metrics: dict[str, float | None], split: str) -> bool:
+    if case.target_accuracy is not None:
+        accuracy = metrics.get(f"{split}_accuracy")
+        return accuracy is not None and accuracy >= case.target_accuracy
+    if case.target_loss is not None:
+        loss = metrics.get(f"{split}_loss")
+        return loss is not None and loss <= case.target_loss
+    return False
+
+
+def _check_divergence(losses: torch.Tensor, start: int, stop: int, factor: float) -> dict[str, Any] | None:
+    """NaN/Inf anywhere in the window, or its mean above ``factor`` times the first loss."""
+    window = losses[start:stop]
+    finite = torch.isfinite(window)
+    # one read from the device for the three numbers: each read waits for the queued steps to finish
+    all_finite, reference, mean = torch.stack([finite.all().to(window.dtype), losses[0], window.mean()]).tolist()
+    if not all_finite:
+        first_bad = int((~finite).nonzero()[0])
+        value = float(window[first_bad])
+        return {"step": start + first_bad + 1, "reason": f"non-finite loss ({value})"}
+    if mean > factor * reference:
+        return {"step": stop, "reason": f"loss {mean:.4g} exceeded {factor:g} x the first loss {reference:.4g}"}
+    return None
+
+
+def _bucket_means(losses: torch.Tensor, stride: int) -> tuple[list[int], list[float | None]]:
+    """Mean train loss per `stride` steps, labelled with the last step of each bucket."""
+    n = losses.shape[0]
+    if n == 0:
+        return [], []
+    values = losses.double().cpu()
+    full = (n // stride) * stride
+    means = values[:full].view(-1, stride).mean(dim=1).tolist() if full else []
+    steps = list(range(stride, full + 1, stride))
+    if full < n:
+        means.append(values[full:].mean().item())
+        steps.append(n)
+    return steps, [finite_or_none(m) for m in means]
+
+
+def _is_metric(key: str) -> bool:
+    return key.split("_")[0] in SPLITS
+
+
+def _best(evals: dict[str, list[Any]]) -> dict[str, float | None]:
+    best: dict[str, float | None] = {}
+    for key, values in evals.items():
+        if not _is_metric(key):
+            continue
+        present = [v for v in values if v is not None]
+        if not present:
+            best[key] = None
+        else:
+            best[key] = max(present) if key.endswith("accuracy") else min(present)
+    return best
+
+
+def finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
