@@ -182,8 +182,14 @@ def local_gpu_index(local_rank: int) -> int:
 
 
 def _destroy_process_group() -> None:
+    """At exit, while the interpreter is whole: collect what still holds the group (DDP's reducer sits
+    in reference cycles), then destroy it. Left to interpreter finalization, gloo's threads can still
+    hold work with tensors, and the process aborts ("terminate called without an active exception")."""
+    import gc
+
     import torch.distributed as dist
 
+    gc.collect()
     if dist.is_initialized():
         dist.destroy_process_group()
 
@@ -386,8 +392,9 @@ def _worker_main(rank: int, world_size: int, port: int, device_type: str, tasks:
                 return
             _run_task(task, context, results)
     finally:
+        _BENCH.clear()
         with contextlib.suppress(Exception):
-            dist.destroy_process_group()
+            _destroy_process_group()
 
 
 def _exit_with_parent() -> None:
