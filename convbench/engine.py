@@ -210,7 +210,10 @@ class PreparedRun:
                     failure = exc
             dist.barrier()
         if failure is not None:
+            dist.any(True, self.device)  # tell the others, who must not go on into training alone
             raise failure
+        if dist.any(False, self.device):
+            raise ConvbenchError(f"dataset {case.dataset!r} failed to load on another rank")
         assert loaded is not None
         return loaded
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import math
 import os
 import platform
 import sys
@@ -58,10 +59,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--convbench-telemetry-interval", metavar="SECONDS", type=float, default=0.2,
                     help="sample GPU (NVML) or CPU (psutil) utilisation every SECONDS during each run (NVML no "
                          "faster than every 1/6 s, its fastest refresh); 0 turns sampling off (default 0.2)")
-    group.addoption("--convbench-timeout", metavar="SECONDS", type=float, default=None,
+    group.addoption("--convbench-timeout", metavar="SECONDS", type=_positive_seconds, default=None,
                     help="fail a case that runs longer than SECONDS and go on with the next: multi-process "
                          "cases have their workers killed (default 1800), single-process ones are "
                          "interrupted (default: no limit)")
+
+
+def _positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise pytest.UsageError(f"--convbench-timeout={value!r}: expected a positive, finite number of seconds")
+    return seconds
 
 
 def _world_sizes(value: str) -> list[int]:
@@ -242,6 +253,8 @@ def throughput(request: pytest.FixtureRequest, benchmark: Any, convbench_setting
         try:
             round_times = []
             benchmark.pedantic(lambda: round_times.append(session.round(steps)), rounds=rounds, iterations=1)
+        except ConvbenchError as exc:  # a round past the time limit, a rank that failed
+            raise pytest.fail.Exception(f"{scaled.id}: {exc}", pytrace=False) from None
         finally:
             session.close()
         samples_per_round = steps * session.global_batch

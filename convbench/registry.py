@@ -13,6 +13,7 @@ import importlib.util
 import inspect
 import os
 import re
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import pluggy
 
 from convbench import hookspecs
 from convbench.errors import (
+    CaseTimeoutError,
     ComponentArgumentError,
     ConvbenchError,
     DuplicateComponentError,
@@ -311,6 +313,8 @@ def load_registry(
             try:
                 caller(register=_make_register(kind, name, staged))
                 registry.add_all(staged)
+            except CaseTimeoutError:  # the case's time is up: not this plugin's fault, and not to be cached
+                raise
             except Exception as exc:
                 message = str(exc) if isinstance(exc, ConvbenchError) else f"{type(exc).__name__}: {exc}"
                 registry.problems.append(f"plugin {name!r} skipped for {kind}s: {message}")
@@ -364,6 +368,7 @@ def use_conftest_plugin_files(plugins: Iterable[tuple[str, str]]) -> None:
             if spec is None or spec.loader is None:
                 raise ConvbenchError(f"cannot import the conftest plugin {name!r} from {file}")
             module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module  # dataclasses and pickling look modules up by name
             spec.loader.exec_module(module)
             add_conftest_plugin(name, module)
 

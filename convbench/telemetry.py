@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import psutil
 
-from convbench.errors import ConvbenchError
+from convbench.errors import CaseTimeoutError, ConvbenchError
 
 if TYPE_CHECKING:
     import torch
@@ -150,6 +150,8 @@ class Sampler:
             try:
                 if self._started:
                     self._end()
+            except CaseTimeoutError:  # the run's time limit, not a sampling error
+                raise
             except Exception as exc:
                 self._note_error(_one_line(exc))
             finally:

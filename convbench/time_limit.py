@@ -15,6 +15,7 @@ available the limit is not enforced, and `time_limit` says so in a warning inste
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import threading
 import time
@@ -22,7 +23,7 @@ import warnings
 from collections.abc import Iterator
 from types import FrameType
 
-from convbench.errors import CaseTimeoutError
+from convbench.errors import CaseTimeoutError, ConvbenchError
 
 
 class TimeLimitWarning(UserWarning):
@@ -32,6 +33,19 @@ class TimeLimitWarning(UserWarning):
 def can_interrupt() -> bool:
     """Whether `time_limit` can interrupt code running on this thread."""
     return hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+
+
+#: How long an alarm that went off during an import waits before trying again.
+_IMPORT_GRACE_S = 0.05
+
+
+def _importing(frame: FrameType | None) -> bool:
+    """Whether ``frame`` or a caller is executing an import (importlib's bootstrap is on the stack)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 @contextlib.contextmanager
@@ -44,6 +58,8 @@ def time_limit(seconds: float | None, what: str) -> Iterator[None]:
     if seconds is None:
         yield
         return
+    if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
+        raise ConvbenchError(f"invalid time limit {seconds!r} for {what}: a positive, finite number of seconds")
     if not can_interrupt():
         warnings.warn(f"the {seconds:g} s time limit of {what} is not enforced here: it needs SIGALRM on the "
                       "main thread", TimeLimitWarning, stacklevel=3)
@@ -51,10 +67,13 @@ def time_limit(seconds: float | None, what: str) -> Iterator[None]:
         return
 
     def on_alarm(signum: int, frame: FrameType | None) -> None:
+        if _importing(frame):  # a module half imported would stay broken for every later case
+            signal.setitimer(signal.ITIMER_REAL, _IMPORT_GRACE_S)
+            return
         raise CaseTimeoutError(f"{what} did not finish within {seconds:g} s in this process; it was interrupted")
 
+    outer_delay, outer_interval = signal.setitimer(signal.ITIMER_REAL, 0)  # disarmed before our handler goes in
     outer_handler = signal.signal(signal.SIGALRM, on_alarm)
-    outer_delay, outer_interval = signal.setitimer(signal.ITIMER_REAL, 0)
     if outer_delay and outer_delay <= seconds:  # the outer deadline comes first: it governs
         signal.signal(signal.SIGALRM, outer_handler)
         signal.setitimer(signal.ITIMER_REAL, outer_delay, outer_interval)
