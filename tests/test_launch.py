@@ -437,6 +437,45 @@ def test_every_rank_evaluates_rank_zero_batchnorm_statistics(tmp_path):
     assert rank0 == rank1
 
 
+def test_a_rank_whose_data_fails_to_load_stops_every_rank(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent('''
+        import json, os, types
+        import torch, torch.distributed as dist
+        import convbench
+        from convbench import Case
+        from convbench.distributed import context_from_process_group
+        from convbench.engine import PreparedRun, RunSettings
+        from convbench.registry import load_registry
+
+        def flaky(root, download=False):
+            if dist.get_rank() == 1:
+                raise RuntimeError("the download broke off")
+            x = torch.randn(100, 4, generator=torch.Generator().manual_seed(0))
+            return convbench.DatasetSplits(train=(x, (x[:, 0] > 0).long()), num_outputs=2)
+
+        plugin = types.ModuleType("flaky_plugin")
+        plugin.convbench_register_datasets = convbench.hookimpl(lambda register: register("flaky", flaky))
+        registry = load_registry(entry_points=False, extra_plugins=[("flaky_plugin", plugin)])
+        dist.init_process_group("gloo")
+        case = Case(model="softmax", dataset="flaky", optimizer="sgd", lr=0.1, batch_size=20, steps=3, world_size=2)
+        try:
+            PreparedRun(case, RunSettings(registry=registry, download=True, data_root=os.getcwd(),
+                                          telemetry_interval_s=None), context_from_process_group())
+            outcome = "prepared"
+        except Exception as exc:
+            outcome = f"{type(exc).__name__}: {exc}"
+        outcomes = [None, None]
+        dist.all_gather_object(outcomes, outcome)
+        if dist.get_rank() == 0:
+            print("RESULT " + json.dumps(outcomes))
+        dist.destroy_process_group()
+    '''))
+    rank0, rank1 = torchrun_result(script)
+    assert rank0 == "ConvbenchError: dataset 'flaky' failed to load on another rank"
+    assert rank1 == "RuntimeError: the download broke off"
+
+
 def test_torchrun_uses_its_own_process_group(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent('''

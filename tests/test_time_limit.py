@@ -163,3 +163,15 @@ def test_a_limit_must_be_positive_and_finite(seconds):
     with pytest.raises(ConvbenchError, match="a positive, finite number of seconds"), time_limit(seconds, "case 'x'"):
         pass
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_a_limit_reached_while_plugins_register_is_not_blamed_on_the_plugin(monkeypatch):
+    import types
+
+    import convbench
+    from convbench.registry import load_registry
+
+    plugin = types.ModuleType("slow_plugin")
+    plugin.convbench_register_models = convbench.hookimpl(lambda register: threading.Event().wait(30))
+    with pytest.raises(CaseTimeoutError), time_limit(0.2, "case 'x'"):
+        load_registry(entry_points=False, extra_plugins=[("slow_plugin", plugin)])
