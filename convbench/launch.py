@@ -66,9 +66,7 @@ def run_case(case: Case, settings: RunSettings | None = None, timeout_s: float |
     if case.world_size == 1:
         with time_limit(timeout_s, f"case {case.id!r}"):
             return PreparedRun(case, settings).run()
-    device = resolve_device(case.device)
-    check_devices_for(case.world_size, device)
-    pool = _pool_for(case.world_size, device.type)
+    pool = _pool_for(case.world_size, resolve_device(case.device))
     return pool.run(case, settings, DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s)
 
 
@@ -95,9 +93,8 @@ class ThroughputSession:
         else:
             self._local = None
             device = resolve_device(case.device)
-            check_devices_for(case.world_size, device)
             fresh = (case.world_size, device.type) not in _POOLS
-            self._pool = _pool_for(case.world_size, device.type)
+            self._pool = _pool_for(case.world_size, device)
             self.startup_s = self._pool.startup_s if fresh else 0.0
             self._pool_global_batch: int = self._pool.request("bench_start", case, self.settings,
                                                               self._pool_timeout_s, steps=warmup_steps)
@@ -209,13 +206,16 @@ def _run_under_torchrun(case: Case, settings: RunSettings) -> RunResult:
 _POOLS: dict[tuple[int, str], WorkerPool] = {}
 
 
-def _pool_for(world_size: int, device_type: str) -> WorkerPool:
-    key = (world_size, device_type)
+def _pool_for(world_size: int, device: torch.device) -> WorkerPool:
+    """The session's pool of ``world_size`` workers on ``device``'s type, started (after the device
+    check) if there is none or the last one died."""
+    check_devices_for(world_size, device)
+    key = (world_size, device.type)
     pool = _POOLS.get(key)
     if pool is None or not pool.alive():
         if pool is not None:
             pool.close()
-        pool = _POOLS[key] = WorkerPool(world_size, device_type)
+        pool = _POOLS[key] = WorkerPool(world_size, device.type)
     return pool
 
 

@@ -73,12 +73,11 @@ def time_limit(seconds: float | None, what: str) -> Iterator[None]:
         raise CaseTimeoutError(f"{what} did not finish within {seconds:g} s in this process; it was interrupted")
 
     outer_delay, outer_interval = signal.setitimer(signal.ITIMER_REAL, 0)  # disarmed before our handler goes in
-    outer_handler = signal.signal(signal.SIGALRM, on_alarm)
     if outer_delay and outer_delay <= seconds:  # the outer deadline comes first: it governs
-        signal.signal(signal.SIGALRM, outer_handler)
         signal.setitimer(signal.ITIMER_REAL, outer_delay, outer_interval)
         yield
         return
+    outer_handler = signal.signal(signal.SIGALRM, on_alarm)
     started = time.monotonic()
     signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-6))
     try:
