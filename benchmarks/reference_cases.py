@@ -33,7 +33,7 @@ CASES = [
          augmentations=(("rotation", {"degrees": 10}),), eval_every=20, label="augmented"),
     Case(model="mlp", optimizer="sgd", lr=0.1, epochs=1, batch_size=100, world_size=2, label="ddp-w2"),
 ]
-_CLOCKS = ("timing", "telemetry", "samples_per_s", "device")
+_CLOCKS = ("timing", "telemetry", "samples_per_s", "device", "schema")
 
 
 def measured(result: dict[str, Any]) -> dict[str, Any]:
@@ -42,6 +42,13 @@ def measured(result: dict[str, Any]) -> dict[str, Any]:
     kept["target"] = {k: v for k, v in kept["target"].items() if k != "time_s"}
     kept["curves"] = {**kept["curves"], "eval": {k: v for k, v in kept["curves"]["eval"].items() if k != "time_s"}}
     return kept
+
+
+def _differ(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """Fields both commits record must be equal; a field only one records (a new one) is listed, not a change."""
+    for name in sorted(set(before) ^ set(after)):
+        print(f"field {name!r} only {'after' if name in after else 'before'}", file=sys.stderr)
+    return any(before[name] != after[name] for name in set(before) & set(after))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.check is None:
         return 0
     before = json.loads(args.check.read_text(encoding="utf-8"))
-    differ = [name for name in sorted(set(before) | set(results)) if before.get(name) != results.get(name)]
+    differ = [name for name in sorted(set(before) | set(results))
+              if name not in before or name not in results or _differ(before[name], results[name])]
     for name in differ:
         print(f"reference case {name}: results differ", file=sys.stderr)
     print(f"{len(results) - len(differ)}/{len(results)} reference cases identical")

@@ -301,11 +301,10 @@ class WorkerPool:
 
     def run(self, case: Case, settings: RunSettings, timeout_s: float) -> RunResult:
         first_case = self.cases_run == 0
-        result = self.request("case", case, settings, timeout_s)
+        result = RunResult.from_dict(self.request("case", case, settings, timeout_s))
         self.cases_run += 1
-        timing = {**result["timing"], "startup_s": self.startup_s if first_case else 0.0,
-                  "process_group_init_s": self.process_group_init_s, "pool_reused": not first_case}
-        return RunResult(**{**result, "timing": timing})
+        return result.replace_timing(startup_s=self.startup_s if first_case else 0.0,
+                                     process_group_init_s=self.process_group_init_s, pool_reused=not first_case)
 
     def request(self, kind: str, case: Case, settings: RunSettings, timeout_s: float, steps: int = 0) -> Any:
         """Send one task to every rank and wait for all of them; returns rank 0's payload."""

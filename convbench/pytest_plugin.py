@@ -25,7 +25,7 @@ import pytest
 from convbench import __version__
 from convbench.case import DEFAULT_SCALE, SCALES
 from convbench.errors import ConvbenchError
-from convbench.result import RECORD_SCHEMA, THROUGHPUT_SCHEMA
+from convbench.result import RECORD_SCHEMA, RoundTimes, ThroughputResult
 
 if TYPE_CHECKING:
     from convbench.case import Case
@@ -257,17 +257,11 @@ def throughput(request: pytest.FixtureRequest, benchmark: Any, convbench_setting
             raise pytest.fail.Exception(f"{scaled.id}: {exc}", pytrace=False) from None
         finally:
             session.close()
-        samples_per_round = steps * session.global_batch
-        mean_s = sum(round_times) / len(round_times)
-        info = {
-            "schema": THROUGHPUT_SCHEMA, "case_id": scaled.id, "case": scaled.to_dict(),
-            "world_size": scaled.world_size, "steps_per_round": steps, "rounds": len(round_times),
-            "samples_per_round": samples_per_round,
-            "round_s": {"mean": mean_s, "min": min(round_times), "max": max(round_times)},
-            "samples_per_s": samples_per_round / mean_s,
-            "samples_per_s_per_device": samples_per_round / mean_s / scaled.world_size,
-            "startup_s": session.startup_s,
-        }
+        measured = ThroughputResult(
+            case_id=scaled.id, case=scaled.to_dict(), world_size=scaled.world_size, steps_per_round=steps,
+            rounds=len(round_times), samples_per_round=steps * session.global_batch,
+            round_s=RoundTimes.of(round_times), startup_s=session.startup_s)
+        info = measured.to_dict()
         benchmark.extra_info["convbench_throughput"] = info
         return info
 

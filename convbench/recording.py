@@ -18,7 +18,7 @@ import torch
 from convbench.case import Case
 from convbench.clock import Stopwatch
 from convbench.distributed import DistContext
-from convbench.result import SPLITS, RunResult
+from convbench.result import SPLITS, Divergence, RunResult, Target, Telemetry, Timing
 
 
 class RunRecorder:
@@ -107,18 +107,18 @@ class RunRecorder:
             epochs=steps / self.steps_per_epoch,
             samples=samples,
             diverged=self.divergence is not None,
-            divergence=self.divergence,
-            timing={"setup_s": setup_s, "train_s": train_s, "eval_s": eval_s,
-                    "train_per_step_s": train_s / steps if steps else None},
+            divergence=None if self.divergence is None else Divergence(**self.divergence),
+            timing=Timing(setup_s=setup_s, train_s=train_s, eval_s=eval_s,
+                          train_per_step_s=train_s / steps if steps else None),
             samples_per_s=samples / train_s if train_s > 0 else None,
             final={key: values[-1] for key, values in self.evals.items() if _is_metric(key)},
             best=_best(self.evals),
-            target=self.target,
+            target=Target(**self.target),
             curves={"train": {"step": curve_steps, "loss": curve_losses,
                               "lr": self.lr_at_stride[:len(curve_steps)]},
                     "eval": self.evals,
                     **({"params": self.params} if self._trajectory is not None else {})},
-            telemetry=telemetry,
+            telemetry=None if telemetry is None else Telemetry.from_dict(telemetry),
         )
 
 

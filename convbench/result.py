@@ -1,17 +1,27 @@
-"""`RunResult`: what one training run measured, in a versioned schema of plain JSON types.
+"""The result contract: what one training run, and one throughput measurement, recorded.
 
-The JSON form (`RunResult.to_dict`) is what lands in ``extra_info["convbench"]`` of pytest-benchmark's
-JSON and in the append-only results file, and what `convbench report` reads. Bump `SCHEMA` when a
-field changes meaning; readers check it.
+Every part of a result is a dataclass with one ``to_dict`` (plain JSON types: what lands in
+``extra_info["convbench"]`` of pytest-benchmark's JSON and in the results file) and one
+``from_dict`` (what `convbench report` and `compare` read back). ``from_dict`` checks every field it
+reads and raises `ResultSchemaError` naming the field, so a malformed file is one line, not a
+``KeyError`` deep in a table.
+
+Versions: ``convbench.result/2`` added ``stop_reason``; files written as ``convbench.result/1`` are
+read unchanged (their stop reason is unknown). Bump `SCHEMA` when a field changes meaning, and keep
+the older versions in `READABLE_SCHEMAS` while they can be read.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SCHEMA = "convbench.result/1"
+from convbench.errors import ConvbenchError
+
+SCHEMA = "convbench.result/2"
+READABLE_SCHEMAS = ("convbench.result/1", SCHEMA)
 #: A line of the results file: a pytest-benchmark-like entry whose extra_info["convbench"] is a result.
 RECORD_SCHEMA = "convbench.record/1"
 #: ``extra_info["convbench_throughput"]`` of a `throughput` fixture benchmark.
@@ -19,6 +29,234 @@ THROUGHPUT_SCHEMA = "convbench.throughput/1"
 SPLITS = ("train", "val", "test")
 
 
+class ResultSchemaError(ConvbenchError, ValueError):
+    """A result read from JSON lacks a field or has one of the wrong type; the message names the field."""
+
+
+# ------------------------------------------------------------------------------- field readers
+_NUMBER = "a number"
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+class _Fields:
+    """Reads the fields of one JSON object, naming each by its dotted path in any error."""
+
+    def __init__(self, data: Any, path: str) -> None:
+        if not isinstance(data, Mapping):
+            where = f"field {path!r}" if path else "a result"
+            raise ResultSchemaError(f"{where}: expected an object, got {_describe(data)}")
+        self.data, self.path = data, path
+
+    def _name(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def _present(self, key: str, optional: bool) -> Any:
+        if key not in self.data:
+            if optional:
+                return None
+            raise ResultSchemaError(f"field {self._name(key)!r} is missing")
+        return self.data[key]
+
+    def _wrong(self, key: str, expected: str, value: Any) -> ResultSchemaError:
+        return ResultSchemaError(f"field {self._name(key)!r}: expected {expected}, got {_describe(value)}")
+
+    def number(self, key: str, *, optional: bool = False) -> float | None:
+        """A number (non-finite ones included: a diverged run's numbers are shown as such), or None."""
+        value = self._present(key, optional)
+        if value is None:
+            if optional:
+                return None
+            raise self._wrong(key, _NUMBER, value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self._wrong(key, _NUMBER + (" or null" if optional else ""), value)
+        return value
+
+    def integer(self, key: str, *, optional: bool = False) -> int | None:
+        value = self._present(key, optional)
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._wrong(key, "a whole number", value)
+        return value
+
+    def flag(self, key: str, *, optional: bool = False) -> bool | None:
+        value = self._present(key, optional)
+        if value is None and optional:
+            return None
+        if not isinstance(value, bool):
+            raise self._wrong(key, "true or false", value)
+        return value
+
+    def text(self, key: str, *, optional: bool = False) -> str | None:
+        value = self._present(key, optional)
+        if value is None and optional:
+            return None
+        if not isinstance(value, str):
+            raise self._wrong(key, "a string", value)
+        return value
+
+    def mapping(self, key: str, *, optional: bool = False) -> dict[str, Any] | None:
+        value = self._present(key, optional)
+        if value is None and optional:
+            return None
+        if not isinstance(value, Mapping):
+            raise self._wrong(key, "an object", value)
+        return dict(value)
+
+    def sequence(self, key: str, *, optional: bool = False) -> list[Any] | None:
+        value = self._present(key, optional)
+        if value is None and optional:
+            return None
+        if not isinstance(value, list):
+            raise self._wrong(key, "a list", value)
+        return value
+
+    def numbers(self, key: str) -> dict[str, float | None]:
+        """An object of metric name -> number or null (``final``, ``best``)."""
+        values = self.mapping(key)
+        assert values is not None
+        inner = _Fields(values, self._name(key))
+        return {str(name): inner.number(name, optional=True) for name in values}
+
+    def child(self, key: str, *, optional: bool = False) -> _Fields | None:
+        value = self._present(key, optional)
+        if value is None and optional:
+            return None
+        return _Fields(value, self._name(key))
+
+
+# ------------------------------------------------------------------------------- the parts
+@dataclass(frozen=True)
+class Timing:
+    """Where a run's time went, in seconds. Only ``train_s`` is the training time tables compare.
+
+    ``startup_s``, ``process_group_init_s`` and ``pool_reused`` exist for runs on a worker pool only:
+    start-up is charged to the first case a pool runs (0 for the cases after it).
+    """
+
+    setup_s: float
+    train_s: float
+    eval_s: float
+    train_per_step_s: float | None = None
+    startup_s: float | None = None
+    process_group_init_s: float | None = None
+    pool_reused: bool | None = None
+
+    _POOL_FIELDS = ("startup_s", "process_group_init_s", "pool_reused")
+
+    def to_dict(self) -> dict[str, Any]:
+        # the pool's fields are absent, not null, for in-process runs: a null start-up would read as unknown
+        return {k: v for k, v in asdict(self).items() if not (k in self._POOL_FIELDS and v is None)}
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str = "timing") -> Timing:
+        f = _Fields(data, path)
+        return cls(setup_s=f.number("setup_s"), train_s=f.number("train_s"), eval_s=f.number("eval_s"),
+                   train_per_step_s=f.number("train_per_step_s", optional=True),
+                   startup_s=f.number("startup_s", optional=True),
+                   process_group_init_s=f.number("process_group_init_s", optional=True),
+                   pool_reused=f.flag("pool_reused", optional=True))
+
+
+@dataclass(frozen=True)
+class Target:
+    """The case's target and when the run first met it (training time, evaluation excluded)."""
+
+    metric: str | None = None  # "accuracy" or "loss"; None: the case has no target
+    split: str | None = None
+    value: float | None = None
+    reached: bool = False
+    step: int | None = None
+    epoch: float | None = None
+    time_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str = "target") -> Target:
+        f = _Fields(data, path)
+        return cls(metric=f.text("metric", optional=True), split=f.text("split", optional=True),
+                   value=f.number("value", optional=True), reached=bool(f.flag("reached", optional=True)),
+                   step=f.integer("step", optional=True), epoch=f.number("epoch", optional=True),
+                   time_s=f.number("time_s", optional=True))
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """Why and where a run was stopped as diverged."""
+
+    step: int
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str = "divergence") -> Divergence:
+        f = _Fields(data, path)
+        return cls(step=f.integer("step"), reason=f.text("reason"))
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """Device (NVML) or CPU (psutil) sampling during a run (`convbench.telemetry` writes it).
+
+    ``devices`` has one summary per sampled device (its keys depend on the sampler); in a process
+    group each is tagged with its ``rank`` and ``host``, and ``ranks`` keeps every rank's own
+    telemetry (None where a rank did not sample).
+    """
+
+    sampler: str
+    interval_s: float | None = None
+    host: str | None = None
+    reason: str | None = None  # why this sampler (e.g. "NVML is unavailable: ..."), when not the first choice
+    error: str | None = None
+    samples: int = 0
+    duration_s: float | None = None
+    devices: list[dict[str, Any]] = field(default_factory=list)
+    timeline: dict[str, list[Any]] = field(default_factory=dict)
+    ranks: list[dict[str, Any] | None] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.ranks is None:
+            del data["ranks"]  # a single process: its one timeline is the result's own
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str = "telemetry") -> Telemetry:
+        f = _Fields(data, path)
+        devices = f.sequence("devices", optional=True) or []
+        for index, device in enumerate(devices):
+            _Fields(device, f"{path}.devices[{index}]")
+        return cls(sampler=f.text("sampler"), interval_s=f.number("interval_s", optional=True),
+                   host=f.text("host", optional=True), reason=f.text("reason", optional=True),
+                   error=f.text("error", optional=True), samples=f.integer("samples", optional=True) or 0,
+                   duration_s=f.number("duration_s", optional=True), devices=devices,
+                   timeline=f.mapping("timeline", optional=True) or {}, ranks=f.sequence("ranks", optional=True))
+
+
+def _check_curves(curves: dict[str, Any], path: str = "curves") -> dict[str, Any]:
+    """The loss curve and the evaluations must be lists of equal length per part (figures zip them)."""
+    f = _Fields(curves, path)
+    for part in ("train", "eval"):
+        series = f.child(part)
+        assert series is not None
+        length = len(series.sequence("step") or [])
+        for name, values in series.data.items():
+            if not isinstance(values, list):
+                raise ResultSchemaError(f"field '{path}.{part}.{name}': expected a list, got {_describe(values)}")
+            if part == "eval" and len(values) != length:
+                raise ResultSchemaError(f"field '{path}.{part}.{name}': {len(values)} values for {length} steps")
+    return curves
+
+
+# ------------------------------------------------------------------------------- the results
 @dataclass
 class RunResult:
     """One run's measurements. Metrics that could not be computed (NaN, no such split) are None."""
@@ -33,15 +271,17 @@ class RunResult:
     epochs: float
     samples: int
     diverged: bool
-    divergence: dict[str, Any] | None
-    timing: dict[str, float]
+    divergence: Divergence | None
+    timing: Timing
     samples_per_s: float | None
     final: dict[str, float | None]
     best: dict[str, float | None]
-    target: dict[str, Any]
+    target: Target
     curves: dict[str, dict[str, list[Any]]]
-    telemetry: dict[str, Any] | None = None
+    telemetry: Telemetry | None = None
     schema: str = field(default=SCHEMA)
+    #: Why training ended: "budget", "target", "diverged", ... (`convbench.engine`); None in version 1 files.
+    stop_reason: str | None = None
 
     # Conveniences for assertions in suites ------------------------------------------------------
     @property
@@ -57,14 +297,100 @@ class RunResult:
 
     @property
     def target_reached(self) -> bool:
-        return bool(self.target.get("reached"))
+        return self.target.reached
 
     def metric(self, split: str, name: str = "accuracy", which: str = "final") -> float | None:
         """e.g. ``result.metric("test")`` is the final test accuracy."""
         return getattr(self, which).get(f"{split}_{name}")
 
+    def replace_timing(self, **changes: Any) -> RunResult:
+        """This result with some timing fields changed (the launcher adds what only it knows)."""
+        from dataclasses import replace
+
+        return replace(self, timing=replace(self.timing, **changes))
+
     def to_dict(self) -> dict[str, Any]:
-        return _json_clean(asdict(self))
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        for name in ("divergence", "timing", "target", "telemetry"):
+            part = data[name]
+            data[name] = None if part is None else part.to_dict()
+        return _json_clean(data)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> RunResult:
+        """A result read back from JSON, every field checked (`ResultSchemaError` names the bad one)."""
+        f = _Fields(data, "")
+        schema = f.text("schema")
+        if schema not in READABLE_SCHEMAS:
+            raise ResultSchemaError(f"result schema {schema!r}; this convbench reads {', '.join(READABLE_SCHEMAS)}")
+        divergence, telemetry = f.mapping("divergence", optional=True), f.mapping("telemetry", optional=True)
+        return cls(
+            case_id=f.text("case_id"), case=f.mapping("case"), scale=f.text("scale"), device=f.text("device"),
+            world_size=f.integer("world_size"), steps=f.integer("steps"), steps_planned=f.integer("steps_planned"),
+            epochs=f.number("epochs"), samples=f.integer("samples"), diverged=f.flag("diverged"),
+            divergence=None if divergence is None else Divergence.from_dict(divergence),
+            timing=Timing.from_dict(f.mapping("timing")),
+            samples_per_s=f.number("samples_per_s", optional=True),
+            final=f.numbers("final"), best=f.numbers("best"),
+            target=Target.from_dict(f.mapping("target")),
+            curves=_check_curves(f.mapping("curves")),
+            telemetry=None if telemetry is None else Telemetry.from_dict(telemetry),
+            schema=schema, stop_reason=f.text("stop_reason", optional=True),
+        )
+
+
+@dataclass(frozen=True)
+class RoundTimes:
+    """Seconds per throughput round: the statistics pytest-benchmark also reports, kept with the result."""
+
+    mean: float
+    min: float
+    max: float
+
+    @classmethod
+    def of(cls, seconds: list[float]) -> RoundTimes:
+        return cls(sum(seconds) / len(seconds), min(seconds), max(seconds))
+
+
+@dataclass(frozen=True)
+class ThroughputResult:
+    """What the `throughput` fixture measured: samples per second over timed rounds of training steps."""
+
+    case_id: str
+    case: dict[str, Any]
+    world_size: int
+    steps_per_round: int
+    rounds: int
+    samples_per_round: int
+    round_s: RoundTimes
+    startup_s: float = 0.0
+    schema: str = THROUGHPUT_SCHEMA
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples_per_round / self.round_s.mean
+
+    @property
+    def samples_per_s_per_device(self) -> float:
+        return self.samples_per_s / self.world_size
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(samples_per_s=self.samples_per_s, samples_per_s_per_device=self.samples_per_s_per_device)
+        return _json_clean(data)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ThroughputResult:
+        f = _Fields(data, "")
+        schema = f.text("schema")
+        if schema != THROUGHPUT_SCHEMA:
+            raise ResultSchemaError(f"throughput schema {schema!r}; this convbench reads {THROUGHPUT_SCHEMA!r}")
+        rounds = _Fields(f.mapping("round_s"), "round_s")
+        return cls(case_id=f.text("case_id"), case=f.mapping("case"), world_size=f.integer("world_size"),
+                   steps_per_round=f.integer("steps_per_round"), rounds=f.integer("rounds"),
+                   samples_per_round=f.integer("samples_per_round"),
+                   round_s=RoundTimes(rounds.number("mean"), rounds.number("min"), rounds.number("max")),
+                   startup_s=f.number("startup_s", optional=True) or 0.0, schema=schema)
 
 
 def _json_clean(value: Any) -> Any:

@@ -50,7 +50,7 @@ def test_step_and_sample_accounting(settings):
     assert result.steps == result.steps_planned == 3 * steps_per_epoch
     assert result.samples == result.steps * 20
     assert result.epochs == pytest.approx(3.0)
-    assert result.samples_per_s == pytest.approx(result.samples / result.timing["train_s"])
+    assert result.samples_per_s == pytest.approx(result.samples / result.timing.train_s)
 
 
 def test_fractional_epochs_and_step_budgets(settings):
@@ -72,8 +72,8 @@ def test_batch_larger_than_the_data_is_a_case_error(settings):
 def test_non_finite_loss_is_recorded_as_divergence_and_stops_training(settings):
     result = run_case(BLOBS.replace(model="nan_after", model_kwargs={"steps": 5}), settings)
     assert result.diverged
-    assert result.divergence["step"] == 6
-    assert "non-finite" in result.divergence["reason"]
+    assert result.divergence.step == 6
+    assert "non-finite" in result.divergence.reason
     assert result.steps < result.steps_planned
     json.dumps(result.to_dict(), allow_nan=False)  # NaN metrics became null, the JSON stays valid
     assert result.final["test_loss"] is None
@@ -82,7 +82,7 @@ def test_non_finite_loss_is_recorded_as_divergence_and_stops_training(settings):
 def test_loss_blow_up_is_recorded_as_divergence(settings):
     result = run_case(BLOBS.replace(lr=1e4), settings)
     assert result.diverged
-    assert "exceeded 10 x the first loss" in result.divergence["reason"]
+    assert "exceeded 10 x the first loss" in result.divergence.reason
     assert result.steps < result.steps_planned
 
 
@@ -95,24 +95,24 @@ def test_divergence_factor_is_configurable(settings):
 def test_time_and_steps_to_target(settings):
     result = run_case(BLOBS.replace(target_accuracy=0.9, eval_every=2), settings)
     target = result.target
-    assert target["reached"] and target["split"] == "val" and target["metric"] == "accuracy"
+    assert target.reached and target.split == "val" and target.metric == "accuracy"
     evals = result.curves["eval"]
     first = next(i for i, a in enumerate(evals["val_accuracy"]) if a >= 0.9)
-    assert target["step"] == evals["step"][first]
-    assert target["time_s"] == evals["time_s"][first]
-    assert 0 < target["time_s"] <= result.timing["train_s"]
+    assert target.step == evals["step"][first]
+    assert target.time_s == evals["time_s"][first]
+    assert 0 < target.time_s <= result.timing.train_s
 
 
 def test_stop_at_target_ends_the_run_at_the_first_eval_that_reaches_it(settings):
     result = run_case(BLOBS.replace(target_accuracy=0.9, eval_every=2, stop_at_target=True), settings)
     assert result.target_reached
-    assert result.steps == result.target["step"] < result.steps_planned
+    assert result.steps == result.target.step < result.steps_planned
 
 
 def test_unreachable_target_is_reported_not_reached(settings):
     result = run_case(BLOBS.replace(target_loss=1e-9, target_split="train"), settings)
-    assert result.target["reached"] is False and result.target["time_s"] is None
-    assert result.target["split"] == "train"
+    assert result.target.reached is False and result.target.time_s is None
+    assert result.target.split == "train"
 
 
 def test_target_split_must_exist(registry, tmp_path):
@@ -173,9 +173,9 @@ def test_epoch_scheduler_steps_once_per_epoch(settings):
 def test_timing_separates_setup_training_and_evaluation(settings):
     result = run_case(BLOBS, settings)
     timing = result.timing
-    assert timing["setup_s"] > 0 and timing["train_s"] > 0 and timing["eval_s"] > 0
+    assert timing.setup_s > 0 and timing.train_s > 0 and timing.eval_s > 0
     assert result.curves["eval"]["time_s"][0] == 0.0
-    assert result.curves["eval"]["time_s"][-1] == pytest.approx(timing["train_s"])
+    assert result.curves["eval"]["time_s"][-1] == pytest.approx(timing.train_s)
 
 
 def test_unknown_component_fails_before_loading_data(settings, monkeypatch):
@@ -258,10 +258,10 @@ def test_stopwatch_synchronises_the_device_around_every_reading(monkeypatch):
 def test_telemetry_is_sampled_during_the_run_and_says_which_sampler_ran(settings):
     result = run_case(BLOBS, settings)
     telemetry = result.telemetry
-    assert telemetry["sampler"] == "psutil" and "not a CUDA device" in telemetry["reason"]
-    assert telemetry["devices"][0]["name"] == "cpu"
+    assert telemetry.sampler == "psutil" and "not a CUDA device" in telemetry.reason
+    assert telemetry.devices[0]["name"] == "cpu"
     # a run shorter than one interval has no samples; values are then None, never made up
-    assert telemetry["samples"] == 0 or telemetry["devices"][0]["rss_max_bytes"] > 0
+    assert telemetry.samples == 0 or telemetry.devices[0]["rss_max_bytes"] > 0
     json.dumps(result.to_dict(), allow_nan=False)
 
 

@@ -45,11 +45,11 @@ def test_one_two_and_four_processes_give_the_same_run():
         # averaging the ranks' gradients of a split batch is the batch's gradient: only float rounding differs
         assert result.final["test_accuracy"] == pytest.approx(one.final["test_accuracy"], abs=0.005)
         assert result.curves["train"]["loss"] == pytest.approx(one.curves["train"]["loss"], rel=1e-3)
-        assert result.timing["startup_s"] > 0 and result.timing["process_group_init_s"] > 0
-        assert result.timing["pool_reused"] is False
+        assert result.timing.startup_s > 0 and result.timing.process_group_init_s > 0
+        assert result.timing.pool_reused is False
         # on CPUs the first rank of each machine samples it; rank 0 gathers every rank's telemetry
-        assert [rank is not None for rank in result.telemetry["ranks"]] == [True] + [False] * (world_size - 1)
-        assert [(d["rank"], d["name"]) for d in result.telemetry["devices"]] == [(0, "cpu")]
+        assert [rank is not None for rank in result.telemetry.ranks] == [True] + [False] * (world_size - 1)
+        assert [(d["rank"], d["name"]) for d in result.telemetry.devices] == [(0, "cpu")]
 
 
 def test_the_pool_is_reused_across_cases():
@@ -57,8 +57,8 @@ def test_the_pool_is_reused_across_cases():
     pids = [p.pid for p in launch._POOLS[(2, "cpu")].processes]
     second = launch.run_case(SOFTMAX.replace(world_size=2, epochs=None, steps=5, seed=1))
     assert [p.pid for p in launch._POOLS[(2, "cpu")].processes] == pids
-    assert second.timing["pool_reused"] is True and second.timing["startup_s"] == 0.0
-    assert first.timing["pool_reused"] is False
+    assert second.timing.pool_reused is True and second.timing.startup_s == 0.0
+    assert first.timing.pool_reused is False
     assert second.curves["train"]["loss"] != first.curves["train"]["loss"]  # the seed reached the workers
 
 
@@ -184,7 +184,7 @@ def test_after_a_crash_the_next_case_runs_on_a_new_pool(faults_plugin):
         launch.run_case(faults_plugin)
     assert_pool_gone(old)
     result = launch.run_case(SOFTMAX.replace(world_size=2, epochs=None, steps=4))
-    assert result.steps == 4 and result.timing["pool_reused"] is False
+    assert result.steps == 4 and result.timing.pool_reused is False
 
 
 def test_a_hanging_rank_is_stopped_by_the_timeout(faults_plugin):
@@ -503,7 +503,7 @@ def test_torchrun_over_two_nodes_samples_each_node(tmp_path):
         from convbench import Case, launch
         case = Case(model="softmax", dataset="mnist-5k", optimizer="sgd", lr=0.5, batch_size=100, steps=20,
                     eval_every=10, eval_train_samples=200, world_size=2)
-        telemetry = launch.run_case(case).telemetry
+        telemetry = launch.run_case(case).telemetry.to_dict()
         if os.environ["RANK"] == "0":
             print("RESULT " + json.dumps(telemetry))
     '''))

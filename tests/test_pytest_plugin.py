@@ -33,6 +33,7 @@ import convbench_plugins.optimizers  # noqa: F401
 from convbench.cli import main as convbench_main
 from convbench.data import DatasetSplits
 from convbench.pytest_plugin import RECORD_SCHEMA, SCALE_ENV
+from convbench.result import SCHEMA
 
 pytest_plugins = ["pytester"]
 
@@ -135,7 +136,7 @@ def test_benchmark_json_holds_each_case_with_its_outcome(pytester: pytest.Pytest
     assert sorted(outcomes.values()) == ["failed", "passed"]
     for name, bench in benchmarks.items():
         record = bench["extra_info"]["convbench"]
-        assert record["schema"] == "convbench.result/1"
+        assert record["schema"] == SCHEMA
         assert record["outcome"] == outcomes[name]
         assert record["case_id"] == bracket_id(name)
         function = name.split("[")[0]
@@ -229,7 +230,7 @@ def test_results_file_defaults_to_rootdir_and_gets_a_line_per_case(pytester: pyt
         assert record["outcome"] == outcomes[line["name"]]
         assert record["case_id"] == bracket_id(line["name"])
         assert line["group"] == record["group"] == line["name"].split("[")[0]
-        assert record["schema"] == "convbench.result/1"
+        assert record["schema"] == SCHEMA
     assert len({line["session"] for line in lines}) == 1
 
 

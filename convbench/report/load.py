@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from convbench.errors import ReportInputError
-from convbench.result import RECORD_SCHEMA, SCHEMA, THROUGHPUT_SCHEMA
+from convbench.result import READABLE_SCHEMAS, RECORD_SCHEMA, THROUGHPUT_SCHEMA
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -144,9 +144,10 @@ def _record(path: Path, index: int, entry: Any) -> dict[str, Any] | None:
         return {"failed_before_training": True, "test": entry.get("fullname") or entry.get("name"),
                 "error": result["error"], "scale": result.get("scale"), "outcome": result.get("outcome"),
                 "group": entry.get("group") or result.get("group") or "ungrouped", "source": str(path)}
-    if not isinstance(result, dict) or result.get("schema") != SCHEMA:
+    if not isinstance(result, dict) or result.get("schema") not in READABLE_SCHEMAS:
         schema = result.get("schema") if isinstance(result, dict) else None
-        raise ReportInputError(f"{path}: entry {index} has result schema {schema!r}; this convbench reads {SCHEMA!r}")
+        raise ReportInputError(f"{path}: entry {index} has result schema {schema!r}; this convbench reads "
+                               f"{', '.join(READABLE_SCHEMAS)}")
     missing = [key for key in ("case", "final", "best", "timing", "curves", "target") if key not in result]
     if missing:
         raise ReportInputError(f"{path}: entry {index} lacks {', '.join(missing)}")
