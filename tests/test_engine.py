@@ -179,9 +179,9 @@ def test_timing_separates_setup_training_and_evaluation(settings):
 
 
 def test_unknown_component_fails_before_loading_data(settings, monkeypatch):
-    import convbench.engine
+    import convbench.loading
 
-    monkeypatch.setattr(convbench.engine, "load_dataset", lambda *a: pytest.fail("data loaded"))
+    monkeypatch.setattr(convbench.loading, "load_dataset", lambda *a: pytest.fail("data loaded"))
     with pytest.raises(UnknownComponentError, match=r"unknown optimizer 'adma'; did you mean .*'adam'"):
         run_case(BLOBS.replace(optimizer="adma"), settings)
 
