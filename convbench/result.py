@@ -42,6 +42,7 @@ class RunResult:
     curves: dict[str, dict[str, list[Any]]]
     telemetry: dict[str, Any] | None = None
     schema: str = field(default=SCHEMA)
+    stop_reason: str | None = None
 
     # Conveniences for assertions in suites ------------------------------------------------------
     @property
