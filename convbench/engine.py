@@ -1,38 +1,61 @@
-"""The training loop for one case (one rank): build fresh components, train, evaluate, time.
+"""The training loop for one case (one rank): train, evaluate at intervals, stop for one reason, time.
 
 Lean like airbench: data sits on the device, a batch is an index slice, and the hot path holds only
 the forward pass, the backward pass, the optimizer step and one write of the loss into a device
 buffer. Everything that needs the host (divergence checks, curves, evaluation) happens at intervals,
 outside the timed training segments or after a device synchronisation.
+
+What a run is made of lives beside it: its components (`convbench.components`), its rank's share of
+the batch (`convbench.rank_share`), its data (`convbench.loading`), its evaluation
+(`convbench.evaluation`), its records (`convbench.recording`) and its telemetry
+(`convbench.run_telemetry`).
 """
 
 from __future__ import annotations
 
 import itertools
-import math
-import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from convbench.case import Case
 from convbench.clock import synchronize
-from convbench.data import DatasetSplits, EpochBatches, compose, default_data_root, load_cached
+from convbench.components import CaseComponents
+from convbench.components import seed_everything as seed_everything  # public here since before the split
+from convbench.data import EpochBatches
+from convbench.device import resolve_device
 from convbench.distributed import DistContext
-from convbench.errors import CaseError, ConvbenchError
-from convbench.recording import RunRecorder, finite_or_none
+from convbench.errors import ConvbenchError
+from convbench.evaluation import Evaluator, eval_steps, target_split, task_loss
+from convbench.loading import load_dataset as load_dataset  # public here since before the split
+from convbench.loading import load_in_turns
+from convbench.rank_share import RankShare
+from convbench.recording import RunRecorder
 from convbench.registry import Registry, get_registry
 from convbench.result import RunResult
-from convbench.schedule import LRControl
+from convbench.run_telemetry import RunTelemetry
 
-MAX_EVALS = 50
+#: Steps between divergence checks (each reads the device once); also checked at every evaluation.
 DIVERGENCE_CHECK_EVERY = 10
+
+
+class StopReason(str, Enum):
+    """Why a run stopped: recorded as ``RunResult.stop_reason``.
+
+    ``TIME_LIMIT`` names what `convbench.time_limit` does: it interrupts the run with
+    `CaseTimeoutError`, so the run fails and leaves no result to record it in (today nothing records
+    it). ``STALLED`` is reserved for a stop on a loss that no longer falls; nothing sets it yet.
+    """
+
+    BUDGET = "budget"  # every planned step was taken
+    TARGET = "target"  # the target was reached and the case has stop_at_target
+    DIVERGED = "diverged"  # the loss went non-finite or blew up (RunResult.divergence says how)
+    TIME_LIMIT = "time_limit"
+    STALLED = "stalled"
 
 
 @dataclass(frozen=True)
@@ -61,43 +84,6 @@ class RunSettings:
     telemetry_interval_s: float | None = 0.2  # device/CPU sampling during the run; None: off
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA, then MPS, then the CPU; an explicit device must exist."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", torch.cuda.current_device())
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CaseError(f"invalid device={name!r}: CUDA is not available here; use 'auto' or 'cpu'")
-    if device.type == "cuda" and device.index is None:  # this rank's GPU (set by the launcher), named
-        return torch.device("cuda", torch.cuda.current_device())
-    if device.type == "cuda" and device.index >= torch.cuda.device_count():
-        raise CaseError(f"invalid device={name!r}: {torch.cuda.device_count()} GPU(s) visible; valid choices: "
-                        + ", ".join(f"'cuda:{i}'" for i in range(torch.cuda.device_count())) + ", 'auto'")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise CaseError(f"invalid device={name!r}: MPS is not available here; use 'auto' or 'cpu'")
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # also seeds every CUDA device
-
-
-def load_dataset(case: Case, registry: Registry, settings: RunSettings) -> DatasetSplits:
-    component = registry.get("dataset", case.dataset)
-    root = Path(settings.data_root) if settings.data_root else default_data_root()
-    return load_cached(
-        {"name": case.dataset, "plugin": component.plugin, "kwargs": dict(case.dataset_kwargs),
-         "root": str(root), "download": settings.download},
-        lambda: component.build(case.dataset_kwargs, optional_context={"root": root, "download": settings.download}),
-    )
-
-
 class PreparedRun:
     """A case with its data on the device and fresh, seeded components, ready to `run` once.
 
@@ -117,152 +103,43 @@ class PreparedRun:
         self.case = case
         self.settings = settings or RunSettings()
         registry = self.settings.registry or get_registry()
-        components = {
-            "model": registry.get("model", case.model),
-            "optimizer": registry.get("optimizer", case.optimizer),
-            "dataset": registry.get("dataset", case.dataset),
-        }
-        scheduler_component = registry.get("scheduler", case.scheduler) if case.scheduler else None
-        augmentations = [registry.get("augmentation", name).build(kwargs) for name, kwargs in case.augmentations]
+        components = CaseComponents(case, registry)  # an unknown name fails here, before any download
         self.device = resolve_device(case.device)
-
-        data = self._load_in_turns(case, registry).to(self.device)
-        self.data = data
-        self.classification = data.task == "classification"
-        self.target_split = _target_split(case, data)
-        global_batch = _global_batch(case, data.train[0].shape[0], dist.world_size)
-        # Rank r trains on [start, stop) of each global batch. When the batch does not split evenly the
-        # shares differ by one sample, and each rank's loss is weighted by its share, so that DDP's mean
-        # of the ranks' gradients is exactly the gradient of the global batch's mean loss.
-        self.rank_start = dist.rank * global_batch // dist.world_size
-        self.rank_stop = (dist.rank + 1) * global_batch // dist.world_size
-        self.loss_weight = (self.rank_stop - self.rank_start) * dist.world_size / global_batch
-        # Every rank draws the same global permutation and takes its own slice of each global batch:
-        # equal step counts on every rank (uneven shards hang DDP) and the same data as one process.
-        self.batches = EpochBatches(data.train[0].shape[0], global_batch, case.seed, self.device)
+        self.data = data = load_in_turns(case, registry, self.settings, dist, self.device).to(self.device)
+        self.target_split = target_split(case, data)
+        num_samples = data.train[0].shape[0]
+        self.share = RankShare.of(case, num_samples, dist.rank, dist.world_size)
+        self.batches = EpochBatches(num_samples, self.share.global_batch, case.seed, self.device)
         spe = self.batches.steps_per_epoch
         self.total_steps = case.steps if case.steps is not None else max(1, round(case.epochs * spe))
-        self.eval_steps = _eval_steps(case.eval_every, spe, self.total_steps)
-
-        seed_everything(case.seed)  # the model's initial weights depend on the seed alone
-        self.module = components["model"].build(
-            case.model_kwargs, context={"input_shape": data.input_shape, "num_outputs": data.num_outputs}
-        ).to(self.device)
-        self.model = self.module
-        if dist.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            self.model = DistributedDataParallel(
-                self.module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-            if dist.rank:  # dropout and augmentation draws must differ between ranks; rank 0 keeps the seed
-                seed_everything(case.seed + 1_000_003 * dist.rank)
-        self.optimizer = components["optimizer"].build(
-            case.optimizer_kwargs, context={"params": self.model.parameters(), "lr": case.lr}
-        )
-        scheduler, interval = None, "epoch"
-        if scheduler_component is not None:
-            scheduler = scheduler_component.build(
-                case.scheduler_kwargs,
-                context={"optimizer": self.optimizer},
-                optional_context={"steps_per_epoch": spe, "total_steps": self.total_steps,
-                                  "epochs": math.ceil(self.total_steps / spe)},
-            )
-            interval = scheduler_component.options["interval"]
-        self.lr_control = LRControl(self.optimizer, scheduler, interval, case.warmup_steps, case.warmup_start_factor)
-        self.augment = compose(augmentations)
-        train_x = data.train[0]
-        n_eval = min(case.eval_train_samples or train_x.shape[0], train_x.shape[0])
-        subset = torch.randperm(train_x.shape[0], generator=torch.Generator().manual_seed(0))[:n_eval]
-        subset = subset.to(self.device)
-        self.eval_sets = {"train": (train_x[subset], data.train[1][subset])}
-        self.eval_sets.update({k: v for k, v in data.splits().items() if k != "train"})
-        monitor = getattr(scheduler, "monitor", None)
-        if monitor is not None and monitor.split("_")[0] not in self.eval_sets:
-            raise CaseError(
-                f"scheduler {case.scheduler!r} monitors {monitor!r}, but dataset {case.dataset!r} has no "
-                f"{monitor.split('_')[0]} split; valid choices: "
-                + ", ".join(f"{split}_loss" for split in self.eval_sets)
-            )
+        self.eval_steps = eval_steps(case.eval_every, spe, self.total_steps)
+        built = components.build(data, self.device, dist, spe, self.total_steps)
+        self.module, self.model, self.optimizer = built.module, built.model, built.optimizer
+        self.lr_control, self.augment = built.lr_control, built.augment
+        self.loss = task_loss(data.task)
+        self.evaluator = Evaluator(self.module, data, eval_train_samples=case.eval_train_samples,
+                                   batch_size=case.eval_batch_size, device=self.device, dist=dist)
         synchronize(self.device)
         self.setup_s = time.perf_counter() - started
         self._ran = False
         self._stream: Iterator[torch.Tensor] | None = None  # endless batches for throughput rounds
         self._steps_timed = 0
 
-    def _load_in_turns(self, case: Case, registry: Registry) -> DatasetSplits:
-        """Load the data set; when it may be downloaded, ranks take turns so that no two write one folder.
-
-        Rank 0 goes first (on a shared file system the others then find its files), then the first
-        rank of every other machine, then the rest, which read what is on disk by then. A rank whose
-        turn fails still joins the remaining barriers, so a failure never leaves the others waiting.
-        """
-        dist = self.dist
-        if not (dist.distributed and self.settings.download):
-            return load_dataset(case, registry, self.settings)
-        my_turn = 0 if dist.rank == 0 else 1 if dist.local_rank == 0 else 2
-        loaded: DatasetSplits | None = None
-        failure: BaseException | None = None
-        for turn in range(3):
-            if turn == my_turn:
-                try:
-                    loaded = load_dataset(case, registry, self.settings)
-                except BaseException as exc:
-                    failure = exc
-            dist.barrier()
-        if failure is not None:
-            dist.any(True, self.device)  # tell the others, who must not go on into training alone
-            raise failure
-        if dist.any(False, self.device):
-            raise ConvbenchError(f"dataset {case.dataset!r} failed to load on another rank")
-        assert loaded is not None
-        return loaded
-
-    # ------------------------------------------------------------------------------------------
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        if self.classification:
-            return F.cross_entropy(outputs, targets, reduction=reduction)
-        return F.mse_loss(outputs, targets, reduction=reduction)
-
     def evaluate(self) -> dict[str, float | None]:
         """Loss (and accuracy) on every split, in eval mode, without augmentation."""
-        model = self.module  # every rank holds the same weights; no need to go through DDP
-        if self.dist.distributed:
-            # Buffers (BatchNorm statistics) were last updated by each rank's own slice of the batch.
-            # Take rank 0's, as DDP does at every training forward, so every rank measures one model
-            # and a stop-at-target decision made on any rank holds for rank 0's numbers too.
-            for buffer in model.buffers():
-                torch.distributed.broadcast(buffer, src=0)
-        was_training = model.training
-        model.eval()
-        metrics: dict[str, float | None] = {}
-        size = self.case.eval_batch_size
-        with torch.no_grad():
-            for split, (inputs, targets) in self.eval_sets.items():
-                loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-                correct = torch.zeros((), device=self.device, dtype=torch.int64)
-                for start in range(0, inputs.shape[0], size):
-                    x, y = inputs[start:start + size], targets[start:start + size]
-                    outputs = model(x)
-                    loss_sum += self.loss(outputs, y, reduction="sum").double()
-                    if self.classification:
-                        correct += (outputs.argmax(dim=1) == y).sum()
-                denominator = targets.numel() if not self.classification else targets.shape[0]
-                metrics[f"{split}_loss"] = finite_or_none(loss_sum.item() / denominator)
-                metrics[f"{split}_accuracy"] = correct.item() / targets.shape[0] if self.classification else None
-        model.train(was_training)
-        return metrics
+        return self.evaluator()
 
     def train_step(self, index: torch.Tensor, step: int) -> torch.Tensor:
-        """One optimizer step on this rank's slice of the global batch ``index``; returns the loss.
+        """One optimizer step on this rank's share of the global batch ``index``; returns the loss.
 
         Everything the hot path does is here and nothing else: no host syncs, no Python bookkeeping.
         """
         if self.dist.distributed:
-            index = index[self.rank_start:self.rank_stop]
+            index = index[self.share.start:self.share.stop]
         inputs, targets = self.data.train
         loss = self.loss(self.model(self.augment(inputs[index])), targets[index])
-        if self.loss_weight != 1.0:
-            loss = loss * self.loss_weight
+        if self.share.loss_weight != 1.0:
+            loss = loss * self.share.loss_weight
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.lr_control.optimizer_step(step)
@@ -275,7 +152,7 @@ class PreparedRun:
         it, so rounds measure the training step alone (pytest-benchmark repeats them for statistics).
         """
         if self._stream is None:
-            self._stream = (index for _ in itertools.count() for index in self.batches.epoch())
+            self._stream = self._endless_batches()
         self.dist.barrier()
         synchronize(self.device)
         started = time.perf_counter()
@@ -292,58 +169,58 @@ class PreparedRun:
         self._ran = True
         record = RunRecorder(self.case, self.total_steps, self.batches.steps_per_epoch, self.target_split,
                              self.device, self.dist, getattr(self.module, "convbench_trajectory", None))
-        sampler = self._start_sampler()
-        try:
-            steps = self._train(record)
-        except BaseException:
-            if sampler is not None:  # a failed or interrupted run must not leave its sampling thread behind
-                sampler.stop()
-            raise
-        telemetry = self._stop_sampler(sampler)
+        with RunTelemetry(self.device, self.dist, self.settings.telemetry_interval_s) as telemetry:
+            steps, stop = self._train(record)
         return record.result(steps, scale=self.settings.scale, setup_s=self.setup_s,
-                             batch_size=self.batches.batch_size, telemetry=telemetry)
+                             batch_size=self.batches.batch_size, telemetry=telemetry.result,
+                             stop_reason=stop.value)
 
-    def _train(self, record: RunRecorder) -> int:
-        """The loop: steps, with divergence checks and evaluations at their steps; returns the steps taken.
+    def _train(self, record: RunRecorder) -> tuple[int, StopReason]:
+        """The loop: one step after another until the first stop reason; the steps taken, and why.
 
-        It stops early when the loss diverges or, with ``stop_at_target``, when the target is reached.
-        The training clock runs only while steps are taken.
+        The training clock runs only while steps are taken. The scheduler advances after every step
+        and at every epoch boundary that training goes on past (`LRControl` says which it heeds).
         """
-        case, total, lr_control = self.case, self.total_steps, self.lr_control
+        lr_control, steps_per_epoch = self.lr_control, self.batches.steps_per_epoch
+        batches = self._endless_batches()
         self.model.train()
         record.record_trajectory(0)
         step, lr = 0, lr_control.effective_lr(0)
-        self._evaluate(record, step, lr)
-        stop = False
-        while not stop and step < total:
-            record.train_clock.start()
-            for index in self.batches.epoch():
-                lr = lr_control.effective_lr(step)
-                loss = self.train_step(index, step)
-                step += 1
-                record.add_step(step, loss, lr)
-                lr_control.after_step()
-                at_eval = step in self.eval_steps
-                check_due = at_eval or step % DIVERGENCE_CHECK_EVERY == 0 or step == total
-                if check_due and record.diverged(step):
-                    stop = True
-                    break
-                if at_eval:
-                    record.train_clock.stop()
-                    if self._evaluate(record, step, lr) and case.stop_at_target:
-                        stop = True
-                        break
-                    if step >= total:
-                        break
-                    record.train_clock.start()
-                if step >= total:
-                    break
-            else:
+        self._evaluate(record, step, lr)  # the initial state: a target met before training stops nothing
+        stop: StopReason | None = None
+        record.train_clock.start()
+        while stop is None:
+            lr = lr_control.effective_lr(step)
+            loss = self.train_step(next(batches), step)
+            step += 1
+            record.add_step(step, loss, lr)
+            lr_control.after_step()
+            stop = self._checks_after(record, step, lr)
+            if stop is None and step % steps_per_epoch == 0:
                 lr_control.after_epoch()
+        record.train_clock.stop()
+        if record.last_eval_step != step:  # stopped by a divergence check: the final state is evaluated too
+            self._evaluate(record, step, lr)
+        return step, stop
+
+    def _checks_after(self, record: RunRecorder, step: int, lr: float) -> StopReason | None:
+        """What is due after ``step``, in order: the divergence check, the evaluation, the budget.
+
+        An evaluation stops the training clock while it runs; it stays stopped if the run ends.
+        """
+        at_eval = step in self.eval_steps
+        last = step == self.total_steps
+        if (at_eval or last or step % DIVERGENCE_CHECK_EVERY == 0) and record.diverged(step):
+            return StopReason.DIVERGED
+        if at_eval:
             record.train_clock.stop()
-        if record.divergence is not None or record.last_eval_step != step:
-            self._evaluate(record, step, lr)  # the final state is always evaluated
-        return step
+            if self._evaluate(record, step, lr) and self.case.stop_at_target:
+                return StopReason.TARGET
+        if last:
+            return StopReason.BUDGET
+        if at_eval:
+            record.train_clock.start()
+        return None
 
     def _evaluate(self, record: RunRecorder, step: int, lr: float) -> bool:
         """Evaluate and record at ``step``; True on every rank if the target was reached on any."""
@@ -358,27 +235,9 @@ class PreparedRun:
                                             step / self.batches.steps_per_epoch, record.train_clock.total, metrics))
         return self.dist.any(reached, self.device)
 
-    def _start_sampler(self) -> Any:
-        """Each GPU rank samples its own GPU; on CPUs the first rank of each machine samples that machine."""
-        interval = self.settings.telemetry_interval_s
-        if not interval or not (self.device.type == "cuda" or self.dist.local_rank == 0):
-            return None
-        from convbench.telemetry import make_sampler
-
-        return make_sampler(self.device, interval).start()
-
-    def _stop_sampler(self, sampler: Any) -> dict[str, Any] | None:
-        """This rank's telemetry; on rank 0 of a process group, every rank's, merged (all machines)."""
-        telemetry = sampler.stop() if sampler is not None else None
-        if not self.dist.distributed:
-            return telemetry
-        import torch.distributed
-
-        from convbench.telemetry import merge_ranks
-
-        gathered: list[Any] = [None] * self.dist.world_size
-        torch.distributed.all_gather_object(gathered, telemetry)
-        return merge_ranks(gathered)
+    def _endless_batches(self) -> Iterator[torch.Tensor]:
+        """Global batches, epoch after epoch; each epoch is shuffled when its first batch is drawn."""
+        return itertools.chain.from_iterable(self.batches.epoch() for _ in itertools.count())
 
 
 def prepare(case: Case, settings: RunSettings | None = None) -> PreparedRun:
@@ -388,38 +247,3 @@ def prepare(case: Case, settings: RunSettings | None = None) -> PreparedRun:
 def run_case(case: Case, settings: RunSettings | None = None) -> RunResult:
     """Prepare and train one case in this process."""
     return PreparedRun(case, settings).run()
-
-
-# --------------------------------------------------------------------------------- helpers
-def _eval_steps(eval_every: int | None, steps_per_epoch: int, total: int) -> frozenset[int]:
-    """Once per epoch by default, at least ~10 and at most `MAX_EVALS` times, and always at the end."""
-    if eval_every is None:
-        eval_every = max(min(steps_per_epoch, math.ceil(total / 10)), math.ceil(total / MAX_EVALS))
-    return frozenset(range(eval_every, total + 1, eval_every)) | {total}
-
-
-def _global_batch(case: Case, num_samples: int, world_size: int) -> int:
-    """Strong scaling keeps the case's batch as the global batch; weak scaling gives every rank the
-    case's batch. Full-batch runs use the whole training set."""
-    if case.batch_size is None:
-        return num_samples
-    if case.scaling == "weak":
-        return case.batch_size * world_size
-    if case.batch_size < world_size:
-        raise CaseError(
-            f"invalid batch_size={case.batch_size} for world_size={world_size} with strong scaling: every rank "
-            "needs at least one sample; use a larger batch or scaling='weak'"
-        )
-    return case.batch_size
-
-
-def _target_split(case: Case, data: DatasetSplits) -> str:
-    present = data.splits()
-    if case.target_split == "auto":
-        return next(s for s in ("val", "test", "train") if s in present)
-    if case.target_split not in present:
-        raise CaseError(
-            f"invalid target_split={case.target_split!r}: dataset {case.dataset!r} has no such split; "
-            f"valid choices: auto, {', '.join(present)}"
-        )
-    return case.target_split

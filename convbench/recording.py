@@ -88,7 +88,7 @@ class RunRecorder:
 
     # ----------------------------------------------------------------------------- afterwards
     def result(self, steps: int, *, scale: str, setup_s: float, batch_size: int,
-               telemetry: dict[str, Any] | None) -> RunResult:
+               telemetry: dict[str, Any] | None, stop_reason: str | None = None) -> RunResult:
         """The run's result (collective: times are the slowest rank's)."""
         case, dist = self.case, self.dist
         setup_s = dist.max(setup_s, self.device)
@@ -119,6 +119,7 @@ class RunRecorder:
                     "eval": self.evals,
                     **({"params": self.params} if self._trajectory is not None else {})},
             telemetry=None if telemetry is None else Telemetry.from_dict(telemetry),
+            stop_reason=stop_reason,
         )
 
 

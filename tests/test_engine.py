@@ -109,6 +109,26 @@ def test_stop_at_target_ends_the_run_at_the_first_eval_that_reaches_it(settings)
     assert result.steps == result.target.step < result.steps_planned
 
 
+def test_a_run_records_why_it_stopped(settings):
+    assert run_case(BLOBS.replace(epochs=None, steps=7), settings).stop_reason == "budget"
+    # reaching the target ends the run only when the case says so
+    reached = BLOBS.replace(target_accuracy=0.9, eval_every=2)
+    assert run_case(reached, settings).stop_reason == "budget"
+    stopped = run_case(reached.replace(stop_at_target=True), settings)
+    assert stopped.stop_reason == "target" and stopped.steps < stopped.steps_planned
+    diverged = run_case(BLOBS.replace(model="nan_after", model_kwargs={"steps": 5}), settings)
+    assert diverged.stop_reason == "diverged" and diverged.steps < diverged.steps_planned
+    assert {"stop_reason": "diverged"}.items() <= diverged.to_dict().items()
+
+
+def test_a_divergence_at_the_last_step_is_the_stop_reason(settings):
+    result = run_case(BLOBS.replace(model="nan_after", model_kwargs={"steps": 19}, epochs=1), settings)  # 20 steps
+    assert result.steps == result.steps_planned == 20
+    assert result.diverged and result.stop_reason == "diverged"
+    assert result.curves["eval"]["step"][-1] == 20  # the final state is evaluated once, after the verdict
+    assert result.curves["eval"]["step"].count(20) == 1
+
+
 def test_unreachable_target_is_reported_not_reached(settings):
     result = run_case(BLOBS.replace(target_loss=1e-9, target_split="train"), settings)
     assert result.target.reached is False and result.target.time_s is None
@@ -179,9 +199,9 @@ def test_timing_separates_setup_training_and_evaluation(settings):
 
 
 def test_unknown_component_fails_before_loading_data(settings, monkeypatch):
-    import convbench.engine
+    import convbench.loading
 
-    monkeypatch.setattr(convbench.engine, "load_dataset", lambda *a: pytest.fail("data loaded"))
+    monkeypatch.setattr(convbench.loading, "load_dataset", lambda *a: pytest.fail("data loaded"))
     with pytest.raises(UnknownComponentError, match=r"unknown optimizer 'adma'; did you mean .*'adam'"):
         run_case(BLOBS.replace(optimizer="adma"), settings)
 
@@ -267,3 +287,30 @@ def test_telemetry_is_sampled_during_the_run_and_says_which_sampler_ran(settings
 
 def test_telemetry_can_be_turned_off(registry):
     assert run_case(BLOBS, RunSettings(registry=registry, telemetry_interval_s=None)).telemetry is None
+
+
+def test_run_telemetry_stops_its_sampler_whether_the_run_ends_or_fails(monkeypatch):
+    import convbench.telemetry
+    from convbench.distributed import DistContext
+    from convbench.run_telemetry import RunTelemetry
+
+    stops = []
+
+    class Sampler:
+        def start(self):
+            return self
+
+        def stop(self):
+            stops.append(True)
+            return {"samples": 3}
+
+    monkeypatch.setattr(convbench.telemetry, "make_sampler", lambda device, interval: Sampler())
+    with RunTelemetry(torch.device("cpu"), DistContext(), 0.2) as telemetry:
+        pass
+    assert telemetry.result == {"samples": 3} and len(stops) == 1
+    with pytest.raises(RuntimeError, match="boom"), RunTelemetry(torch.device("cpu"), DistContext(), 0.2) as failed:
+        raise RuntimeError("boom")
+    assert len(stops) == 2 and failed.result is None
+    with RunTelemetry(torch.device("cpu"), DistContext(rank=1, world_size=1, local_rank=1), 0.2) as other:
+        pass  # on CPUs only the first rank of a machine samples it
+    assert len(stops) == 2 and other.result is None
