@@ -663,3 +663,24 @@ def test_the_report_loads_figures_without_torch(suite: Suite, tmp_path: Path) ->
     completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                                check=False, env=env)
     assert completed.stdout.splitlines()[-1] == "0 False", completed.stderr[-2000:]
+
+
+def test_the_readme_figure_example_is_drawn(suite: Suite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str], fresh_registry: None) -> None:
+    from readme_text import code_block
+
+    install_plugin(tmp_path / "site", monkeypatch, "my_figures", code_block("# my_figures.py"))
+    code, _, err = run_report(capsys, suite.json_path, "-o", tmp_path / "out", "--figures", "loss,best")
+    assert code == 0, err
+    assert err == ""
+    best = {p.name for p in (tmp_path / "out" / "figures").iterdir() if "best" in p.name}
+    assert best == {"test_optimizers-best.png"}  # the only group with two optimizers
+    import my_figures
+
+    fig = my_figures.BestPerOptimizer().draw("test_optimizers", suite.group("test_optimizers"), FigureOptions())
+    bars = {label.get_text(): bar.get_height()
+            for label, bar in zip(fig.axes[0].get_xticklabels(), fig.axes[0].patches, strict=True)}
+    runs = suite.group("test_optimizers")
+    assert bars == {name: max(r["final"]["test_accuracy"] for r in runs if r["case"]["optimizer"] == name)
+                    for name in ("sgd", "adam")}
+    assert fig.axes[0].get_ylabel().startswith("final test accuracy")
