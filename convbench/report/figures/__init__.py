@@ -46,13 +46,15 @@ class FigureOptions:
 
         ``available`` are the figure kinds to choose from; by default, the registered ones.
         """
-        if available is None:
-            from convbench.report.figures.writer import figure_names
+        chosen_kinds = None
+        if kinds is not None:
+            if available is None:
+                from convbench.report.figures.writer import figure_names
 
-            available = figure_names()
-        chosen_kinds = None if kinds is None else _choices(kinds, (*available, "all"), "--figures")
-        if chosen_kinds is not None and "all" in chosen_kinds:
-            chosen_kinds = tuple(available)
+                available = figure_names()
+            chosen_kinds = _choices(kinds, (*available, "all"), "--figures")
+            if "all" in chosen_kinds:
+                chosen_kinds = tuple(available)
         chosen_formats = ("png",) if formats is None else _choices(formats, FORMATS, "--format")
         if x not in X_AXES:
             raise ConvbenchError(f"--x must be one of {', '.join(X_AXES)}, got {x!r}")
