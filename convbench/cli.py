@@ -13,19 +13,45 @@ from pathlib import Path
 
 from convbench import __version__
 from convbench.errors import ConvbenchError
+from convbench.report.figures import FORMATS, X_AXES
 from convbench.report.load import CASE_FIELDS
 
 DEFAULT_REPORT_DIR = "convbench-report"
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser whose help may name registered components: an argument's ``late_help`` (a function)
+    is called when help is shown, so that a command starts without loading plugins just to describe them."""
+
+    def format_help(self) -> str:
+        for action in self._actions:
+            late_help = getattr(action, "late_help", None)
+            if late_help is not None:
+                action.help = late_help()
+        return super().format_help()
+
+
+def _figures_help() -> str:
+    from convbench.registry import FIGURE
+    from convbench.report.figures.writer import figure_kinds, figure_registry
+
+    registry = figure_registry()
+    kinds = figure_kinds(registry)
+    listed = "; ".join(f"{name}: {c.description}" for name, c in registry.get_kind(FIGURE).items())
+    defaults = ", ".join(name for name, kind in kinds.items() if kind.default)
+    across = ", ".join(name for name, kind in kinds.items() if kind.across_groups)
+    return (f"which figures to draw, or all (default {defaults}); each per group, but {across} across groups. "
+            f"{listed}. `convbench list figure` names their plugins")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="convbench", description=__doc__)
     parser.add_argument("--version", action="version", version=f"convbench {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser)
 
     report = commands.add_parser("report", help="tables and figures from benchmark JSON / results files",
                                  description="Print a comparison table per group and write tables (CSV, "
-                                             "Markdown, HTML, LaTeX) and figures (PNG) to a folder. Runs that "
+                                             "Markdown, HTML, LaTeX) and figures (PNG, SVG) to a folder. Runs that "
                                              "differ only in their seed are one row: each metric is the mean "
                                              "over the seeds, <metric>_std the standard deviation, and 'seeds' "
                                              "the number of runs.")
@@ -46,13 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "lr,batch_size:final_test_accuracy), printed and written as "
                              "tables/pivot-<group>.csv and .md; METRIC defaults to the final accuracy "
                              "(the final held-out loss where there is no accuracy)")
-    report.add_argument("--figures", metavar="KIND[,KIND...]",
-                        help="which figures to draw: loss, accuracy (the default), lr (final metric against "
-                             "learning rate), heatmap (two-field grids), params (parameter trajectories), target "
-                             "(time to target), utilisation (device utilisation over each run), profile (performance "
-                             "profile across groups), or all")
-    report.add_argument("--format", metavar="FMT[,FMT...]", help="figure file formats: png, svg (default png)")
-    report.add_argument("--x", choices=("step", "epoch", "time"), default="step",
+    figures = report.add_argument("--figures", metavar="KIND[,KIND...]",
+                                  help="which registered figure kinds to draw, or all")
+    figures.late_help = _figures_help
+    report.add_argument("--format", metavar="FMT[,FMT...]",
+                        help=f"figure file formats: {', '.join(FORMATS)} (default png)")
+    report.add_argument("--x", choices=tuple(X_AXES), default="step",
                         help="x axis of the loss and accuracy curves (default step; time is training time)")
     report.add_argument("--log-y", action=argparse.BooleanOptionalAction, default=True,
                         help="log scale for the loss curves' y axis (default; --no-log-y for linear)")
@@ -79,16 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     compare.set_defaults(handler=_compare)
 
     listing = commands.add_parser("list", help="registered optimizers, models, schedulers, augmentations, "
-                                               "datasets", description="List components and their plugins.")
-    listing.add_argument("kind", nargs="?", help="only this kind: optimizer, model, scheduler, augmentation "
-                                                 "or dataset")
+                                               "datasets and report figures",
+                                  description="List components and their plugins.")
+    listing.add_argument("kind", nargs="?", help="only this kind: optimizer, model, scheduler, augmentation, "
+                                                 "dataset or figure")
     listing.set_defaults(handler=_list)
     return parser
 
 
 def _report(args: argparse.Namespace) -> int:
     from convbench.report.build import make_report
-    from convbench.report.plots import FigureOptions
+    from convbench.report.figures import FigureOptions
     from convbench.report.tables import PivotSpec
 
     sort, descending = args.sort, args.descending

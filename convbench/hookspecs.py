@@ -17,6 +17,7 @@ scheduler  ``factory(optimizer=..., **kwargs)``; if accepted       ``torch.optim
 augment.   ``factory(**kwargs)``                                  ``Callable[[Tensor], Tensor]`` on a batch
 dataset    ``factory(**kwargs)``; if accepted ``root``,            ``convbench.data.DatasetSplits``
            ``download``
+figure     ``factory(**kwargs)``, usually the class itself         ``convbench.report.figures.FigureKind``
 ========== ====================================================== ===========================
 
 ``kwargs`` are the case's keyword arguments for that component merged over the ``defaults`` given at
@@ -86,3 +87,14 @@ def convbench_register_augmentations(register: Register) -> None:
 @hookspec
 def convbench_register_datasets(register: Register) -> None:
     """Register datasets: ``factory(**kwargs) -> convbench.data.DatasetSplits`` (tensors on the CPU)."""
+
+
+@hookspec
+def convbench_register_figures(register: Register) -> None:
+    """Register report figures: ``factory(**kwargs) -> convbench.report.figures.FigureKind``, usually a
+    `FigureKind` subclass. The name is the kind's name for ``convbench report --figures`` and in file names.
+
+    `convbench report` loads figure plugins without the training components, but training processes load
+    every hook: import matplotlib inside ``draw`` (or register with `convbench.report.figures.lazy`), not at
+    the top of the plugin module.
+    """

@@ -1,4 +1,4 @@
-"""The component registry: every optimizer, model, scheduler, augmentation and dataset by name.
+"""The component registry: every optimizer, model, scheduler, augmentation, dataset and report figure by name.
 
 Modelled on timm's registries (frozen metadata records, lower-case names, listing with a filter) and
 simonw/llm's plugin loading (built-in plugin modules first, then the ``convbench`` entry points, an
@@ -42,9 +42,13 @@ HOOKS: Mapping[str, str] = MappingProxyType(
         "scheduler": "convbench_register_schedulers",
         "augmentation": "convbench_register_augmentations",
         "dataset": "convbench_register_datasets",
+        "figure": "convbench_register_figures",
     }
 )
 KINDS: tuple[str, ...] = tuple(HOOKS)
+#: The report's figure kinds (`convbench.report.figures.FigureKind`): registered like the training components,
+#: but loaded on their own by `convbench report` (`get_figure_registry`), which needs no torch.
+FIGURE = "figure"
 
 #: Options `register` accepts per kind, beyond description and defaults, with their valid values.
 KIND_OPTIONS: Mapping[str, Mapping[str, tuple[Any, ...]]] = MappingProxyType(
@@ -58,13 +62,18 @@ CONTEXT_NAMES = ("params", "lr", "input_shape", "num_outputs", "optimizer", "ste
 #: torch optimizer arguments that change how, not what, is computed: left out of listed defaults.
 IMPLEMENTATION_SWITCHES = ("foreach", "capturable", "differentiable", "fused")
 
-BUILTIN_PLUGINS: tuple[str, ...] = (
-    "convbench_plugins.optimizers",
-    "convbench_plugins.models",
-    "convbench_plugins.schedulers",
-    "convbench_plugins.augmentations",
-    "convbench_plugins.datasets",
+#: The built-in plugin module of each kind; it registers through the same hook a third-party package uses.
+BUILTIN_PLUGIN_OF: Mapping[str, str] = MappingProxyType(
+    {
+        "optimizer": "convbench_plugins.optimizers",
+        "model": "convbench_plugins.models",
+        "scheduler": "convbench_plugins.schedulers",
+        "augmentation": "convbench_plugins.augmentations",
+        "dataset": "convbench_plugins.datasets",
+        "figure": "convbench_plugins.figures",
+    }
 )
+BUILTIN_PLUGINS: tuple[str, ...] = tuple(BUILTIN_PLUGIN_OF.values())
 ENTRY_POINT_GROUP = "convbench"
 LOAD_PLUGINS_ENV = "CONVBENCH_LOAD_PLUGINS"
 
@@ -278,20 +287,29 @@ def load_registry(
     builtins: bool = True,
     entry_points: bool = True,
     extra_plugins: Iterable[tuple[str, object]] = (),
+    kinds: Iterable[str] | None = None,
 ) -> Registry:
     """Build a registry from the built-ins, the entry points and any extra (name, module) plugins.
+
+    ``kinds`` limits it to those kinds (default: all): only their hooks are called and only their
+    built-in modules imported, so that the report's figures load without the training components.
 
     Each plugin's registrations are applied all or nothing: a plugin whose hook raises, or that
     registers a name another plugin already has, is reported in `Registry.problems` (and warned
     about) and its registrations for that kind are skipped. Earlier plugins win, so a third-party
     package cannot silently replace a built-in.
     """
+    wanted = KINDS if kinds is None else tuple(kinds)
+    for kind in wanted:
+        if kind not in HOOKS:
+            raise ConvbenchError(f"unknown component kind {kind!r}; " + choices_hint(kind, KINDS))
     registry = Registry()
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     plugins: list[tuple[str, object]] = []
     if builtins:
-        plugins += [(name, importlib.import_module(name)) for name in BUILTIN_PLUGINS]
+        plugins += [(BUILTIN_PLUGIN_OF[kind], importlib.import_module(BUILTIN_PLUGIN_OF[kind])) for kind in KINDS
+                    if kind in wanted]
     if entry_points:
         plugins += _entry_points_to_load(registry.problems)
     plugins += list(extra_plugins)
@@ -308,6 +326,8 @@ def load_registry(
         plugin = pm.get_plugin(name)
         others = [p for p in pm.get_plugins() if p is not plugin]
         for kind, hook_name in HOOKS.items():
+            if kind not in wanted:
+                continue
             caller = pm.subset_hook_caller(hook_name, remove_plugins=others)
             staged: list[Component] = []
             try:
@@ -324,6 +344,7 @@ def load_registry(
 
 
 _registry: Registry | None = None
+_figure_registry: Registry | None = None
 #: conftest.py files of the running pytest session that implement convbench hooks: name -> module.
 #: The pytest plugin adds them; multi-process cases send (name, file) pairs to their workers.
 _conftest_plugins: dict[str, ModuleType] = {}
@@ -335,6 +356,17 @@ def get_registry() -> Registry:
     if _registry is None:
         _registry = load_registry(extra_plugins=list(_conftest_plugins.items()))
     return _registry
+
+
+def get_figure_registry() -> Registry:
+    """The figure kinds: those of the process-wide registry when it is built (a pytest session's, with its
+    conftest plugins), else a registry of the figure kinds alone, built on first use without torch."""
+    global _figure_registry
+    if _registry is not None:
+        return _registry
+    if _figure_registry is None:
+        _figure_registry = load_registry(kinds=(FIGURE,), extra_plugins=list(_conftest_plugins.items()))
+    return _figure_registry
 
 
 def add_conftest_plugin(name: str, module: ModuleType) -> None:
@@ -375,5 +407,5 @@ def use_conftest_plugin_files(plugins: Iterable[tuple[str, str]]) -> None:
 
 def reset_registry() -> None:
     """Forget the process-wide registry, so the next `get_registry` reloads the plugins."""
-    global _registry
-    _registry = None
+    global _registry, _figure_registry
+    _registry = _figure_registry = None

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -23,8 +24,14 @@ import pytest
 from suite_runs import run_suite
 
 from convbench.cli import main
+from convbench.report import identity
 from convbench.report import load as loader
-from convbench.report import plots
+from convbench.report.figures import X_AXES, FigureOptions
+from convbench.report.figures.curves import curve_figure
+from convbench.report.figures.params import params_figure
+from convbench.report.figures.sweeps import heatmap_data, heatmap_figure, lr_figure
+from convbench.report.figures.targets import performance_ratios, profile_figure, target_figure
+from convbench.report.figures.utilisation import utilisation_figure, utilisation_series
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -92,7 +99,7 @@ def by_seeds(records: list[dict]) -> dict[str, list[dict]]:
     """Seedless case id -> its runs, computed here independently of the report's grouping."""
     sets: dict[str, list[dict]] = {}
     for record in records:
-        sets.setdefault(loader.seedless_id(record["case_id"]), []).append(record)
+        sets.setdefault(identity.seedless_id(record["case_id"]), []).append(record)
     return sets
 
 
@@ -113,7 +120,7 @@ def test_every_kind_is_written_as_png_and_svg(suite: Suite, tmp_path: Path,
     # telemetry samples every 0.2 s, so whether a tiny run has a utilisation timeline depends on its length
     results = [b["extra_info"]["convbench"] for b in json.loads(suite.json_path.read_text())["benchmarks"]]
     for group, kinds in per_group.items():
-        if any(plots.utilisation_series(r) for r in results if r["group"] == group):
+        if any(utilisation_series(r) for r in results if r["group"] == group):
             kinds.append("utilisation")
     stems = [f"{group}-{kind}" for group, kinds in per_group.items() for kind in kinds] + ["performance-profile"]
     expected = {f"{stem}.{fmt}" for stem in stems for fmt in ("png", "svg")}
@@ -159,7 +166,7 @@ def test_bad_figure_options_are_one_line_errors(suite: Suite, tmp_path: Path, ca
 # ------------------------------------------------------------------------------------ curves
 def test_loss_curves_are_seed_means_with_min_max_bands(suite: Suite) -> None:
     runs = suite.group("test_grid")
-    fig = plots.curve_figure("test_grid", runs, "loss", "test")
+    fig = curve_figure("test_grid", runs, "loss", "test")
     ax = fig.axes[0]
     assert ax.get_yscale() == "log"
     assert ax.get_xlabel() == "training step"
@@ -182,15 +189,15 @@ def test_loss_curves_are_seed_means_with_min_max_bands(suite: Suite) -> None:
             low, high = band_limits(band, step)
             assert low == pytest.approx(losses[:, index].min(), rel=1e-12)
             assert high == pytest.approx(losses[:, index].max(), rel=1e-12)
-    linear = plots.curve_figure("test_grid", runs, "loss", "test", log_y=False).axes[0]
+    linear = curve_figure("test_grid", runs, "loss", "test", log_y=False).axes[0]
     assert linear.get_yscale() == "linear"
 
 
 @pytest.mark.parametrize("x", ["epoch", "time"])
 def test_accuracy_against_epoch_and_time(suite: Suite, x: str) -> None:
     runs = suite.group("test_grid")
-    ax = plots.curve_figure("test_grid", runs, "accuracy", "test", x=x).axes[0]
-    assert ax.get_xlabel() == plots.X_AXES[x]
+    ax = curve_figure("test_grid", runs, "accuracy", "test", x=x).axes[0]
+    assert ax.get_xlabel() == X_AXES[x]
     assert ax.get_ylabel() == "test accuracy (fraction correct)"
     sets = by_seeds(runs)
     key = {"epoch": "epoch", "time": "time_s"}[x]
@@ -208,14 +215,14 @@ def test_cli_x_and_log_y_options(suite: Suite, tmp_path: Path, capsys: pytest.Ca
                               "loss")
     assert code == 0, err
     assert (tmp_path / "figures" / "test_grid-loss.png").read_bytes().startswith(PNG_SIGNATURE)
-    assert plots.FigureOptions.parse("loss", None, "time", False) == plots.FigureOptions(("loss",), ("png",),
+    assert FigureOptions.parse("loss", None, "time", False) == FigureOptions(("loss",), ("png",),
                                                                                           "time", False)
 
 
 # ------------------------------------------------------------------------- lr and heatmaps
 def test_lr_sensitivity_is_the_mean_final_accuracy_per_lr(suite: Suite) -> None:
     runs = suite.group("test_grid")
-    ax = plots.lr_figure("test_grid", runs, "test").axes[0]
+    ax = lr_figure("test_grid", runs, "test").axes[0]
     assert ax.get_xscale() == "log"
     assert ax.get_xlabel() == "learning rate (log scale)"
     assert ax.get_ylabel() == "final test accuracy (mean over seeds)"
@@ -229,13 +236,13 @@ def test_lr_sensitivity_is_the_mean_final_accuracy_per_lr(suite: Suite) -> None:
             assert len(finals) == 2
             assert value == pytest.approx(np.mean(finals), rel=1e-12)
         assert sorted(xy[:, 0]) == [0.05, 0.5]
-    optimizers = plots.lr_figure("test_optimizers", suite.group("test_optimizers"), "test").axes[0]
+    optimizers = lr_figure("test_optimizers", suite.group("test_optimizers"), "test").axes[0]
     assert {line.get_label() for line in data_lines(optimizers)} == {"sgd", "adam"}
 
 
 def test_heatmap_of_lr_by_batch_size(suite: Suite) -> None:
     runs = suite.group("test_grid")
-    fig = plots.heatmap_figure("test_grid", runs, "test")
+    fig = heatmap_figure("test_grid", runs, "test")
     ax = fig.axes[0]
     assert (ax.get_ylabel(), ax.get_xlabel()) == ("lr", "batch_size")
     assert [t.get_text() for t in ax.get_yticklabels()] == ["0.05", "0.5"]
@@ -247,7 +254,7 @@ def test_heatmap_of_lr_by_batch_size(suite: Suite) -> None:
                       if r["case"]["lr"] == lr and r["case"]["batch_size"] == batch]
             assert grid[i, j] == pytest.approx(np.mean(finals), rel=1e-12)
     assert "final test accuracy" in fig.axes[1].get_ylabel()  # the colour bar
-    field_rows, field_cols, *_ = plots.heatmap_data(suite.group("test_optimizers"), "test")
+    field_rows, field_cols, *_ = heatmap_data(suite.group("test_optimizers"), "test")
     assert (field_rows, field_cols) == ("optimizer", "lr")
 
 
@@ -255,7 +262,7 @@ def test_heatmap_of_lr_by_batch_size(suite: Suite) -> None:
 def test_parameter_trajectories_are_the_recorded_values(suite: Suite) -> None:
     runs = suite.group("test_linear")
     params = runs[0]["curves"]["params"]
-    fig = plots.params_figure("test_linear", runs)
+    fig = params_figure("test_linear", runs)
     steps_ax, plane_ax = fig.axes
     lines = {line.get_label().split(":")[0]: line.get_xydata() for line in data_lines(steps_ax)}
     assert set(lines) == {"W", "b"}
@@ -271,7 +278,7 @@ def test_parameter_trajectories_are_the_recorded_values(suite: Suite) -> None:
 # ---------------------------------------------------------------------- targets and profile
 def test_time_to_target_bars(suite: Suite) -> None:
     runs = suite.group("test_optimizers")
-    fig = plots.target_figure("test_optimizers", runs)
+    fig = target_figure("test_optimizers", runs)
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.get_yticklabels()]
     bars = list(ax.patches)
@@ -302,13 +309,13 @@ def test_performance_profile_from_the_json_times(suite: Suite) -> None:
                 times.setdefault(group, {})[optimizer] = min(times.get(group, {}).get(optimizer, math.inf), mean)
     expected = {name: [times[g].get(name, math.inf) / min(times[g].values()) for g in ("test_grid", "test_optimizers")]
                 for name in ("sgd", "adam")}
-    problems, ratios = plots.performance_ratios(suite.records)
+    problems, ratios = performance_ratios(suite.records)
     assert problems == ["test_grid", "test_optimizers"]
     assert ratios.keys() == expected.keys()
     for name in expected:
         assert ratios[name] == pytest.approx(expected[name], rel=1e-12)
     assert ratios["adam"][0] == math.inf  # adam was not run on test_grid
-    ax = plots.profile_figure(suite.records).axes[0]
+    ax = profile_figure(suite.records).axes[0]
     assert ax.get_xscale() == "log"
     assert "fraction of the 2 problems" in ax.get_ylabel()
     for line in data_lines(ax):
@@ -464,7 +471,6 @@ def test_index_in_a_headless_browser(full_report: Path, tmp_path: Path) -> None:
 
 
 def test_utilisation_figure_plots_each_device_timeline():
-    utilisation_figure, utilisation_series = plots.utilisation_figure, plots.utilisation_series
     gpu_run = {"case_id": "cnn-w2", "telemetry": {"timeline": {
         "t_s": [0.2, 0.4, 0.6], "gpu0_utilization": [10.0, 95.0, 97.0], "gpu1_utilization": [5.0, None, 90.0],
         "gpu0_memory_utilization": [1.0, 2.0, 3.0], "gpu0_power_w": [50.0, 60.0, 70.0]}}}
@@ -482,3 +488,199 @@ def test_utilisation_figure_plots_each_device_timeline():
                        "cnn-w2: gpu1": [[0.2, 5.0], [0.6, 90.0]],
                        "cnn: cpu": [[0.2, 180.0], [0.4, 199.0]]}
     assert ax.get_ylabel() == "utilisation (%)" and "time" in ax.get_xlabel()
+
+
+# ---------------------------------------------------------------------------------- plugin figures
+FIGURE_PLUGIN = '''
+import convbench
+from convbench.report.figures import FigureKind
+
+drawn = []  # (kind, group, case ids), for the test to read
+
+
+class RunCount(FigureKind):
+    """bars of the number of runs per optimizer"""
+
+    def applies(self, records, options):
+        return len(records) > 1
+
+    def draw(self, group, records, options):
+        import matplotlib.pyplot as plt
+
+        drawn.append(("runcount", group, sorted(r["case_id"] for r in records)))
+        counts = {}
+        for record in records:
+            counts[record["case"]["optimizer"]] = counts.get(record["case"]["optimizer"], 0) + 1
+        fig, ax = plt.subplots()
+        ax.bar(list(counts), list(counts.values()))
+        return fig
+
+
+class Overview(FigureKind):
+    across_groups = True
+    default = True
+    file_stem = "overview"
+
+    def draw(self, group, records, options):
+        import matplotlib.pyplot as plt
+
+        drawn.append(("everything", group, sorted(r["case_id"] for r in records)))
+        fig, ax = plt.subplots()
+        ax.plot([r["steps"] for r in records])
+        return fig
+
+
+@convbench.hookimpl
+def convbench_register_figures(register):
+    register("runcount", RunCount)
+    register("everything", Overview, description="every run at once")
+'''
+
+
+@pytest.fixture
+def fresh_registry():
+    """The process-wide registries forgotten before and after: the test's plugins load, and then are gone."""
+    from convbench.registry import reset_registry
+
+    reset_registry()
+    yield
+    reset_registry()
+
+
+def install_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str, source: str) -> None:
+    """A distribution on sys.path with a `convbench` entry point, as `pip install` leaves it."""
+    tmp_path.mkdir()
+    (tmp_path / f"{module}.py").write_text(source, encoding="utf-8")
+    dist_info = tmp_path / f"{module}-0.1.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n", encoding="utf-8")
+    (dist_info / "entry_points.txt").write_text(f"[convbench]\n{module} = {module}\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("CONVBENCH_LOAD_PLUGINS", module)  # this plugin alone, whatever else is installed
+
+
+def test_a_plugin_figure_is_listed_and_drawn(suite: Suite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str], fresh_registry: None) -> None:
+    install_plugin(tmp_path / "site", monkeypatch, "myfigures", FIGURE_PLUGIN)
+    assert main(["list", "figure"]) == 0
+    listing = capsys.readouterr().out
+    assert re.search(r"^  runcount\s+bars of the number of runs per optimizer  \(myfigures\)$", listing, re.M)
+    assert re.search(r"^  everything\s+every run at once  \(myfigures\)$", listing, re.M)
+    assert re.search(r"^  loss\s.*\(convbench_plugins\.figures\)$", listing, re.M)
+    with pytest.raises(SystemExit):
+        main(["report", "--help"])
+    assert "runcount: bars of the number of runs per optimizer" in " ".join(capsys.readouterr().out.split())
+
+    import myfigures
+
+    code, _, err = run_report(capsys, suite.json_path, "-o", tmp_path / "out", "--figures", "runcount,loss")
+    assert code == 0, err
+    names = {p.name for p in (tmp_path / "out" / "figures").iterdir()}
+    assert names == {f"{group}-{kind}.png" for group in ("test_grid", "test_optimizers", "test_linear")
+                     for kind in ("loss", "runcount") if (group, kind) != ("test_linear", "runcount")}
+    ids = {group: sorted(r["case_id"] for r in suite.group(group)) for group in ("test_grid", "test_optimizers")}
+    assert myfigures.drawn == [("runcount", group, ids[group]) for group in ids]  # test_linear: one run, skipped
+    myfigures.drawn.clear()
+    code, _, err = run_report(capsys, suite.json_path, "-o", tmp_path / "default")  # default: an across kind
+    assert code == 0, err
+    assert myfigures.drawn == [("everything", None, sorted(r["case_id"] for r in suite.records))]
+    assert (tmp_path / "default" / "figures" / "overview.png").read_bytes().startswith(PNG_SIGNATURE)
+    code, _, err = run_report(capsys, suite.json_path, "-o", tmp_path / "bad", "--figures", "runcnt")
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("convbench: error: --figures: unknown 'runcnt'; choose from loss, accuracy, lr, heatmap, "
+                          "params, target, utilisation, profile, scaling, runcount, everything, all")
+
+
+DUPLICATE_PLUGIN = """
+import convbench
+from convbench.report.figures import FigureKind
+
+
+class Mine(FigureKind):
+    \"\"\"my figure\"\"\"
+
+
+@convbench.hookimpl
+def convbench_register_figures(register):
+    register("mine", Mine)
+    register("loss", Mine)
+"""
+
+
+def test_a_duplicate_figure_name_is_a_clear_problem_and_skips_the_plugin(
+        suite: Suite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        fresh_registry: None) -> None:
+    install_plugin(tmp_path / "site", monkeypatch, "dupfigures", DUPLICATE_PLUGIN)
+    problem = ("plugin 'dupfigures' skipped for figures: figure 'loss' from plugin 'dupfigures' is already "
+               "registered by plugin 'convbench_plugins.figures'")
+    code, _, err = run_report(capsys, suite.json_path, "-o", tmp_path / "out", "--figures", "loss")
+    assert code == 0
+    assert f"convbench: warning: {problem}\n" in err
+    assert (tmp_path / "out" / "figures" / "test_grid-loss.png").is_file()  # the built-in, not the duplicate
+    code, _, err = run_report(capsys, suite.json_path, "-o", tmp_path / "mine", "--figures", "mine")
+    assert code == 2 and "--figures: unknown 'mine'" in err  # all or nothing: the plugin's other figure too
+    assert main(["list", "figure"]) == 0
+    assert f"convbench: warning: {problem}" in capsys.readouterr().err
+
+
+def test_a_conftest_figure_is_drawn_by_a_report_made_in_its_session(
+        suite: Suite, tmp_path: Path, capsys: pytest.CaptureFixture[str], fresh_registry: None) -> None:
+    import types
+
+    from convbench.registry import add_conftest_plugin, clear_conftest_plugins
+
+    module = types.ModuleType("figure_conftest")
+    exec(compile(FIGURE_PLUGIN, "conftest.py", "exec"), module.__dict__)
+    add_conftest_plugin("conftest:suites/conftest.py", module)
+    try:
+        code, _, err = run_report(capsys, suite.json_path, "-o", tmp_path, "--figures", "everything", "--format", "svg")
+    finally:
+        clear_conftest_plugins()
+    assert code == 0, err
+    assert module.drawn == [("everything", None, sorted(r["case_id"] for r in suite.records))]
+    assert {p.name for p in (tmp_path / "figures").iterdir()} == {"overview.svg"}
+
+
+def test_a_figure_factory_that_builds_no_figure_kind_is_skipped(
+        suite: Suite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        fresh_registry: None) -> None:
+    source = "import convbench\n\n@convbench.hookimpl\ndef convbench_register_figures(register):\n" \
+             "    register('notafigure', dict, description='a dict')\n"
+    install_plugin(tmp_path / "site", monkeypatch, "badfigures", source)
+    code, _, err = run_report(capsys, suite.json_path, "-o", tmp_path / "out")
+    assert code == 0
+    assert ("convbench: warning: figure 'notafigure' from plugin 'badfigures' skipped: it built a dict, not a "
+            "convbench.report.figures.FigureKind\n") in err
+    assert (tmp_path / "out" / "figures" / "test_grid-loss.png").is_file()
+
+
+def test_the_report_loads_figures_without_torch(suite: Suite, tmp_path: Path) -> None:
+    """`convbench report` needs the figure plugins, not the training components (torch takes seconds to import)."""
+    script = ("import sys; from convbench.cli import main; "
+              f"code = main(['report', {str(suite.json_path)!r}, '-o', {str(tmp_path)!r}, '--figures', 'all']); "
+              "print(code, 'torch' in sys.modules)")
+    env = {**os.environ, "CONVBENCH_LOAD_PLUGINS": ""}  # built-ins only: an installed plugin may import torch
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                               check=False, env=env)
+    assert completed.stdout.splitlines()[-1] == "0 False", completed.stderr[-2000:]
+
+
+def test_the_readme_figure_example_is_drawn(suite: Suite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str], fresh_registry: None) -> None:
+    from readme_text import code_block
+
+    install_plugin(tmp_path / "site", monkeypatch, "my_figures", code_block("# my_figures.py"))
+    code, _, err = run_report(capsys, suite.json_path, "-o", tmp_path / "out", "--figures", "loss,best")
+    assert code == 0, err
+    assert err == ""
+    best = {p.name for p in (tmp_path / "out" / "figures").iterdir() if "best" in p.name}
+    assert best == {"test_optimizers-best.png"}  # the only group with two optimizers
+    import my_figures
+
+    fig = my_figures.BestPerOptimizer().draw("test_optimizers", suite.group("test_optimizers"), FigureOptions())
+    bars = {label.get_text(): bar.get_height()
+            for label, bar in zip(fig.axes[0].get_xticklabels(), fig.axes[0].patches, strict=True)}
+    runs = suite.group("test_optimizers")
+    assert bars == {name: max(r["final"]["test_accuracy"] for r in runs if r["case"]["optimizer"] == name)
+                    for name in ("sgd", "adam")}
+    assert fig.axes[0].get_ylabel().startswith("final test accuracy")

@@ -16,6 +16,7 @@ from convbench.errors import (
     UnknownComponentError,
 )
 from convbench.registry import BUILTIN_PLUGINS, KINDS, Component, Registry, load_registry
+from convbench.report.figures import FigureKind, FigureOptions
 
 REQUIRED_BUILTINS = {
     "optimizer": {"sgd", "momentum", "nesterov", "adam", "rmsprop"},
@@ -221,6 +222,13 @@ def _probe_dataset(size: int = 8):
     return DatasetSplits(train=(torch.zeros(size, 2), torch.zeros(size, dtype=torch.long)), num_outputs=2)
 
 
+class _ProbeFigure(FigureKind):
+    """a figure of how many runs there are"""
+
+    def applies(self, records, options):
+        return len(records) > 1
+
+
 HOOK_PROBES = {
     "optimizer": (lambda params, lr: torch.optim.SGD(params, lr=lr),
                   lambda: {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.1},
@@ -235,6 +243,8 @@ HOOK_PROBES = {
                      dict,
                      lambda built: torch.equal(built(torch.zeros(2)), torch.ones(2))),
     "dataset": (_probe_dataset, dict, lambda built: built.train[0].shape == (8, 2)),
+    "figure": (_ProbeFigure, dict, lambda built: built.applies([{}, {}], FigureOptions())
+               and not built.applies([{}], FigureOptions())),
 }
 
 

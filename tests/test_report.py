@@ -815,6 +815,8 @@ BUILTINS = {
     "scheduler": ("schedulers", ["step", "exponential"]),
     "augmentation": ("augmentations", ["rotation"]),
     "dataset": ("datasets", ["mnist-5k", "mnist"]),
+    "figure": ("figures", ["loss", "accuracy", "lr", "heatmap", "params", "target", "utilisation", "profile",
+                           "scaling"]),
 }
 
 

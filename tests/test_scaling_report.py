@@ -9,7 +9,7 @@ import pytest
 from suite_runs import run_suite
 
 from convbench.cli import main
-from convbench.report.scaling import scaling_rows
+from convbench.report.scaling import scaling_rows, throughput_rows
 
 SUITE = '''
 import pytest
@@ -53,7 +53,7 @@ def test_scaling_table_numbers_come_from_the_runs(scaling_json, tmp_path, capsys
 def test_scaling_figure_draws_one_line_per_case_over_world_sizes():
     import pandas as pd
 
-    from convbench.report.scaling import scaling_figure
+    from convbench.report.figures.scaling import scaling_figure
 
     table = pd.DataFrame(scaling_rows([record(1, 8.0), record(2, 5.0), record(4, 4.0)]))
     fig = scaling_figure(table)
@@ -96,3 +96,54 @@ def test_utilisation_is_listed_per_gpu():
     (_, two) = scaling_rows([record(1, 8.0), gpus])
     assert two["utilisation_per_device"] == "H100:0 91%, H100:1 47%"
     assert two["utilisation_mean"] == 69.0
+
+
+def on(machine, commit, world_size, train_s):
+    return {**record(world_size, train_s), "machine": machine, "commit": commit}
+
+
+@pytest.mark.parametrize(("first", "second"), [(("a", "c1"), ("b", "c1")), (("a", "c1"), ("a", "c2"))],
+                         ids=["machines", "commits"])
+def test_runs_of_two_machines_or_commits_are_never_one_family(first, second):
+    # world size 1 measured on one machine (or commit), 2 on the other: nothing to compare
+    assert scaling_rows([on(*first, 1, 8.0), on(*second, 2, 5.0)]) == []
+    rows = scaling_rows([on(*first, 1, 8.0), on(*second, 1, 6.0), on(*first, 2, 4.0), on(*second, 2, 4.0)])
+    speedups = {(r["family"], r["world_size"]): r["speedup"] for r in rows}
+    assert speedups == {("c-w1 [" + "@".join(first) + "]", 1): 1.0, ("c-w1 [" + "@".join(first) + "]", 2): 2.0,
+                        ("c-w1 [" + "@".join(second) + "]", 1): 1.0, ("c-w1 [" + "@".join(second) + "]", 2): 1.5}
+
+
+def test_throughput_of_two_machines_is_never_one_family():
+    def entry(machine, world_size, samples_per_s):
+        return {"group": "g", "case_id": f"c-w{world_size}", "world_size": world_size, "machine": machine,
+                "commit": None, "case": {"model": "m", "world_size": world_size, "label": f"c-w{world_size}"},
+                "samples_per_s": samples_per_s, "samples_per_s_per_device": samples_per_s / world_size,
+                "round_s": {"mean": 1.0}, "rounds": 3}
+
+    rows = throughput_rows([entry("a", 1, 100.0), entry("b", 1, 50.0), entry("a", 2, 150.0), entry("b", 2, 90.0)])
+    assert {(r["case"], r["world_size"]): r["speedup"] for r in rows} == {
+        ("c-w1 [a]", 1): 1.0, ("c-w2 [a]", 2): 1.5, ("c-w1 [b]", 1): 1.0, ("c-w2 [b]", 2): 1.8}
+
+
+def test_scaling_table_names_its_headline_metric():
+    (one, two) = scaling_rows([record(1, 8.0), record(2, 5.0)])
+    assert one["final_test_accuracy"] == two["final_test_accuracy"] == 0.9
+    lossy = [{**record(size, 8.0 / size), "final": {"test_loss": 0.5, "test_accuracy": None}} for size in (1, 2)]
+    assert [row["final_test_loss"] for row in scaling_rows(lossy)] == [0.5, 0.5]
+
+
+@pytest.mark.parametrize(("args", "files"), [
+    (["--format", "svg"], {"scaling.svg"}),
+    (["--format", "png,svg"], {"scaling.png", "scaling.svg"}),
+    (["--figures", "scaling", "--format", "svg"], {"scaling.svg"}),
+    (["--figures", "loss"], set()),
+])
+def test_scaling_figure_is_a_figure_kind_that_honours_format(scaling_json, tmp_path, capsys, args, files):
+    assert main(["report", str(scaling_json), "-o", str(tmp_path), *args]) == 0
+    written = {p.name for p in (tmp_path / "figures").iterdir() if p.name.startswith("scaling")}
+    assert written == files
+    for name in files:
+        data = (tmp_path / "figures" / name).read_bytes()
+        assert data.startswith(b"\x89PNG") if name.endswith(".png") else b"<svg" in data[:2000]
+    index = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert ("figures/scaling." in index) == bool(files)

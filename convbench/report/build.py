@@ -8,8 +8,10 @@ from pathlib import Path
 
 from convbench.errors import ReportInputError
 from convbench.report import load as loader
+from convbench.report.figures import FigureKind, FigureOptions
+from convbench.report.figures.writer import figure_kinds, figure_registry, write_figures
 from convbench.report.html import write_index
-from convbench.report.plots import FigureOptions, write_figures
+from convbench.report.identity import headline
 from convbench.report.scaling import scaling_rows, throughput_rows, write_scaling, write_throughput
 from convbench.report.tables import (
     PivotSpec,
@@ -40,6 +42,7 @@ def make_report(paths: list[str | Path], out_dir: Path, *, figures: bool = True,
     `ConvbenchError` before anything is written.
     """
     report = Report()
+    kinds = _figure_kinds(report) if figures else {}  # built first: a figure plugin is checked before any writing
     records, throughput = [], []
     for path in loader.expand_inputs(paths):
         try:
@@ -58,10 +61,10 @@ def make_report(paths: list[str | Path], out_dir: Path, *, figures: bool = True,
             report.cases = len(throughput)
         return report
     report.cases = len(records)
-    split = loader.metric_split(records)
-    frame = loader.to_frame(records)
-    tables = group_tables(frame, split, group_by=group_by, sort=sort, descending=descending)
-    pivots = pivot_tables(frame, split, pivot, group_by) if pivot is not None else {}
+    metric = headline(records)
+    frame = loader.to_frame(records, metric.split)
+    tables = group_tables(frame, metric, group_by=group_by, sort=sort, descending=descending)
+    pivots = pivot_tables(frame, metric, pivot, group_by) if pivot is not None else {}
     sections = []
     for group, table in tables.items():
         runs = int(table["seeds"].sum())
@@ -73,7 +76,7 @@ def make_report(paths: list[str | Path], out_dir: Path, *, figures: bool = True,
             report.warnings.append(
                 f"{pivot_table.title}: {pivot_table.mixed_cells} cell(s) average cases that differ in more than "
                 f"{pivot.row}, {pivot.column} and seed; --group-by can separate them")
-    scaling_text, scaling_files = write_scaling(scaling_rows(records), out_dir, figures=figures)
+    scaling_text, scaling_files = write_scaling(scaling_rows(records), out_dir)
     throughput_text, throughput_files = write_throughput(throughput_rows(throughput), out_dir)
     sections += [text for text in (scaling_text, throughput_text) if text]
     report.written += scaling_files + throughput_files
@@ -82,9 +85,17 @@ def make_report(paths: list[str | Path], out_dir: Path, *, figures: bool = True,
     report.written += write_tables(frame, tables, out_dir)
     report.written += write_pivots(pivots, out_dir)
     if figures:
-        report.written += write_figures(records, split, out_dir, figure_options)
+        report.written += write_figures(records, out_dir, figure_options, kinds)
     report.written.append(write_index(out_dir, report.written))
     return report
+
+
+def _figure_kinds(report: Report) -> dict[str, FigureKind]:
+    """The figure kinds to draw with; problems of figure plugins (failed to load, duplicate names) are warnings."""
+    registry = figure_registry()
+    kinds = figure_kinds(registry)
+    report.warnings += registry.problems
+    return kinds
 
 
 def _latest_only(records: list[dict], report: Report) -> list[dict]:

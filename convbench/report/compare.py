@@ -20,6 +20,7 @@ import pandas as pd
 
 from convbench.errors import ReportInputError
 from convbench.report import load as loader
+from convbench.report.identity import Headline, headline, seedless_test_name
 
 Key = tuple[str, Any]  # (test name without the seed token, scale)
 
@@ -53,8 +54,7 @@ class CaseChange:
     scale: Any
     base: list[dict[str, Any]]
     new: list[dict[str, Any]]
-    metric: str
-    higher_is_better: bool
+    headline: Headline
     time_change: float | None = None  # relative
     metric_change: float | None = None  # absolute, new - base
     problems: list[str] = field(default_factory=list)
@@ -66,9 +66,8 @@ class CaseChange:
                 if not r.get("failed_before_training") and r["timing"].get("train_s") is not None]
 
     def metrics(self, runs: list[dict[str, Any]]) -> list[float]:
-        name = self.metric.removeprefix("final_")
-        return [r["final"][name] for r in runs
-                if not r.get("failed_before_training") and r["final"].get(name) is not None]
+        values = [self.headline.value(r) for r in runs if not r.get("failed_before_training")]
+        return [value for value in values if value is not None]
 
     def converged_count(self, runs: list[dict[str, Any]]) -> int:
         return sum(converged(r)[0] for r in runs)
@@ -92,13 +91,14 @@ def compare_case(change: CaseChange, time_threshold: float, metric_threshold: fl
     base_m, new_m = change.metrics(change.base), change.metrics(change.new)
     if base_m and new_m:
         change.metric_change = statistics.fmean(new_m) - statistics.fmean(base_m)
-        worse = -change.metric_change if change.higher_is_better else change.metric_change
+        worse = -change.metric_change if change.headline.higher_is_better else change.metric_change
         noise = 2 * pooled_standard_error(base_m, new_m)
         if worse > max(metric_threshold, noise):
             limit = f"{max(metric_threshold, noise):.4g}" + (" (2 SE)" if noise > metric_threshold else "")
-            change.problems.append(f"{change.metric} {change.metric_change:+.4g}, worse by more than {limit}")
+            change.problems.append(f"{change.headline.column} {change.metric_change:+.4g}, worse by more than {limit}")
         elif worse > metric_threshold:
-            change.notes.append(f"{change.metric} {change.metric_change:+.4g} within noise (2 SE = {noise:.4g})")
+            change.notes.append(f"{change.headline.column} {change.metric_change:+.4g} within noise "
+                                f"(2 SE = {noise:.4g})")
     base_converged = change.converged_count(change.base) == len(change.base)
     if base_converged and change.converged_count(change.new) < len(change.new):
         reasons = dict.fromkeys(reason for ok, reason in map(converged, change.new) if not ok)
@@ -112,7 +112,7 @@ def cases_of(loaded: loader.LoadedFile) -> dict[Key, list[dict[str, Any]]]:
     latest, _ = loader.latest_only(entries)
     cases: dict[Key, list[dict[str, Any]]] = {}
     for record in latest:
-        cases.setdefault((loader.seedless_test_name(record["test"]), record.get("scale")), []).append(record)
+        cases.setdefault((seedless_test_name(record["test"]), record.get("scale")), []).append(record)
     return cases
 
 
@@ -144,18 +144,15 @@ def compare_files(base: str | Path, new: str | Path, *, time_threshold: float = 
     for file in loaded:
         comparison.warnings += file.warnings
     base_cases, new_cases = cases_of(loaded[0]), cases_of(loaded[1])
-    measured = loaded[0].records + loaded[1].records
-    split = loader.metric_split(measured)
-    accuracy = any(r["final"].get(f"{split}_accuracy") is not None for r in measured)
-    metric = f"final_{split}_{'accuracy' if accuracy else 'loss'}"
+    metric = headline(loaded[0].records + loaded[1].records)
     for key, base_runs in base_cases.items():
         if key in new_cases:
-            change = CaseChange(key[0], key[1], base_runs, new_cases[key], metric, higher_is_better=accuracy)
+            change = CaseChange(key[0], key[1], base_runs, new_cases[key], metric)
             comparison.changes.append(compare_case(change, time_threshold, metric_threshold))
         else:
             comparison.only_base.append(key)
     comparison.only_new = [key for key in new_cases if key not in base_cases]
-    comparison.text = _text(comparison, base, new, metric, time_threshold, metric_threshold, accuracy)
+    comparison.text = _text(comparison, base, new, metric, time_threshold, metric_threshold)
     return comparison
 
 
@@ -170,11 +167,11 @@ def _converged(change: CaseChange) -> str:
     return " -> ".join(f"{k}/{n}" for k, n in counts)
 
 
-def _text(comparison: Comparison, base: str | Path, new: str | Path, metric: str, time_threshold: float,
-          metric_threshold: float, higher_is_better: bool) -> str:
-    worse = "down" if higher_is_better else "up"
+def _text(comparison: Comparison, base: str | Path, new: str | Path, metric: Headline, time_threshold: float,
+          metric_threshold: float) -> str:
+    worse = "down" if metric.higher_is_better else "up"
     lines = [f"BASE {base}  ->  NEW {new}",
-             f"a regression: train time up by more than {time_threshold:.1%}, {metric} {worse} by more than "
+             f"a regression: train time up by more than {time_threshold:.1%}, {metric.column} {worse} by more than "
              f"{metric_threshold:g}, or a case that stopped converging; with several seeds a change must also "
              "exceed 2 x the pooled standard error"]
     if comparison.changes:
@@ -188,7 +185,7 @@ def _text(comparison: Comparison, base: str | Path, new: str | Path, metric: str
                 "case": c.name, "scale": c.scale, "seeds": seeds,
                 "train_s base": _mean(c.times(c.base)), "train_s new": _mean(c.times(c.new)),
                 "time": "-" if c.time_change is None else f"{c.time_change:+.1%}",
-                f"{metric} base": _mean(c.metrics(c.base)), f"{metric} new": _mean(c.metrics(c.new)),
+                f"{metric.column} base": _mean(c.metrics(c.base)), f"{metric.column} new": _mean(c.metrics(c.new)),
                 "change": "-" if c.metric_change is None else f"{c.metric_change:+.4g}",
                 "converged": _converged(c), "status": status,
             })

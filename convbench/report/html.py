@@ -7,7 +7,9 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-FIGURE_SUFFIXES = (".png", ".svg")
+from convbench.report.figures import FORMATS
+
+FIGURE_SUFFIXES = tuple(f".{fmt}" for fmt in FORMATS)
 _TABLE = re.compile(r"<table.*?</table>", flags=re.S)
 _STYLE = """
 body { font-family: sans-serif; margin: 1.5em; color: #222; }

@@ -7,13 +7,13 @@ one reader serves both. Every problem with a file becomes one `ReportInputError`
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from convbench.errors import ReportInputError
+from convbench.report import identity
 from convbench.result import READABLE_SCHEMAS, RECORD_SCHEMA, THROUGHPUT_SCHEMA
 
 if TYPE_CHECKING:
@@ -71,16 +71,14 @@ def load(path: str | Path) -> LoadedFile:
         speed = (entry.get("extra_info") or {}).get("convbench_throughput") if isinstance(entry, dict) else None
         if isinstance(speed, dict) and speed.get("schema") == THROUGHPUT_SCHEMA:
             loaded.throughput.append({**speed, "group": entry.get("group") or "ungrouped",
-                                      "test": entry.get("fullname") or entry.get("name"), "source": str(path)})
+                                      "test": entry.get("fullname") or entry.get("name"), "source": str(path),
+                                      **_labels(path, loaded, entry)})
             continue
         record = _record(path, index, entry)
         if record is None:
             continue
         record["position"] = index
-        if path.suffix == ".jsonl":  # each line says where it ran; a JSON file says it once for all
-            record.update(source_labels(entry.get("machine"), entry.get("commit")))
-        else:
-            record.update(source_labels(loaded.machine_info, loaded.commit_info))
+        record.update(_labels(path, loaded, entry))
         if record.get("failed_before_training"):
             loaded.warnings.append(f"{path}: {record['test']} failed before training: {record['error']}")
             loaded.failed.append(record)
@@ -104,6 +102,13 @@ def source_labels(machine_info: Any, commit_info: Any) -> dict[str, str | None]:
     else:
         commit = str(commit)[:10] + ("-dirty" if commit_info.get("dirty") else "")
     return {"machine": machine or None, "commit": commit}
+
+
+def _labels(path: Path, loaded: LoadedFile, entry: dict[str, Any]) -> dict[str, str | None]:
+    """Where an entry ran: each line of a results file says so; a benchmark JSON says it once for all."""
+    if path.suffix == ".jsonl":
+        return source_labels(entry.get("machine"), entry.get("commit"))
+    return source_labels(loaded.machine_info, loaded.commit_info)
 
 
 def _parse(path: Path, text: str) -> Any:
@@ -158,30 +163,6 @@ def _record(path: Path, index: int, entry: Any) -> dict[str, Any] | None:
 #: Frame columns that describe the case (rather than measure it): what tables can be grouped and pivoted by.
 CASE_FIELDS = ("group", "model", "dataset", "optimizer", "lr", "batch_size", "scheduler", "seed", "world_size",
                "scale", "machine", "commit")
-#: Case fields that do not make two runs different configurations: the seed, and the id that names it.
-_SEED_FIELDS = ("seed", "label")
-_SEED_TOKEN = re.compile(r"(?:^|-)seed\d+(?=-|$)")
-
-
-def seedless_id(case_id: str) -> str:
-    """A case id without its ``seedN`` token: ``softmax-sgd-lr0.1-bs100-seed2`` -> ``softmax-sgd-lr0.1-bs100``."""
-    stripped = _SEED_TOKEN.sub("", case_id).strip("-")
-    return stripped or case_id
-
-
-def seedless_test_name(test: str) -> str:
-    """A test name with the seed token removed from its parameter id, so the seeds of a case share one name."""
-    match = re.fullmatch(r"(.*)\[(.*)\]", test)
-    if not match:
-        return test
-    return f"{match.group(1)}[{seedless_id(match.group(2))}]"
-
-
-def config_key(record: dict[str, Any]) -> str:
-    """Runs with equal keys differ only in their seed: same group, scale and case fields otherwise."""
-    case = {k: v for k, v in record["case"].items() if k not in _SEED_FIELDS}
-    return json.dumps([record["group"], record.get("scale"), record.get("machine"), record.get("commit"), case],
-                      sort_keys=True, default=str)
 
 
 def latest_only(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
@@ -190,37 +171,26 @@ def latest_only(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], in
     The results file keeps every session's runs and the benchmark JSON repeats the latest, so the
     same case often arrives more than once; the later reading of it supersedes the earlier.
     """
-    latest: dict[tuple[str | None, ...], dict[str, Any]] = {}
+    latest: dict[tuple[Any, ...], dict[str, Any]] = {}
     for record in records:
-        key = (record["test"], record.get("scale"), record.get("machine"), record.get("commit"))
+        key = identity.run_key(record)
         latest.pop(key, None)
         latest[key] = record
     return list(latest.values()), len(records) - len(latest)
 
 
-def metric_split(records: list[dict[str, Any]]) -> str:
-    """The split tables and figures report accuracy on: test, else val, else train."""
-    for split in ("test", "val", "train"):
-        if any(r["final"].get(f"{split}_loss") is not None or r["final"].get(f"{split}_accuracy") is not None
-               for r in records):
-            return split
-    return "train"
-
-
-def to_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per case with the case fields and headline numbers; curves stay in the records."""
+def to_frame(records: list[dict[str, Any]], split: str) -> pd.DataFrame:
+    """One row per case with the case fields and its numbers on ``split``; curves stay in the records."""
     import pandas as pd  # here, so that the command line starts without it
 
-    split = metric_split(records)
     # results from several machines or commits: the case names say which, as the tables mix them
-    labelled = len({(r.get("machine"), r.get("commit")) for r in records}) > 1
+    mixed = identity.mixes_sources(records)
     rows = []
     for r in records:
         case, final, best, timing, target = r["case"], r["final"], r["best"], r["timing"], r["target"]
-        source = "@".join(str(part) for part in (r.get("machine"), r.get("commit")) if part)
         rows.append({
             "group": r["group"],
-            "case": f"{r['case_id']} [{source or 'unlabelled'}]" if labelled else r["case_id"],
+            "case": identity.case_name(r, mixed_sources=mixed),
             "machine": r.get("machine"),
             "commit": r.get("commit"),
             "model": case["model"],
@@ -246,6 +216,6 @@ def to_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
             "eval_time_s": timing.get("eval_s"),
             "samples_per_s": None if r.get("samples_per_s") is None else round(r["samples_per_s"]),
             "source": r["source"],
-            "_config": config_key(r),  # internal: which runs are seeds of one configuration; never written
+            "_config": identity.config_key(r),  # internal: which runs are seeds of one configuration; never written
         })
     return pd.DataFrame(rows)

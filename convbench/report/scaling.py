@@ -9,17 +9,10 @@ per-device efficiency from smaller batches).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-IGNORED_FIELDS = ("world_size", "label", "scales")
-
-
-def _family(record: dict[str, Any]) -> str:
-    """Records that differ only in world size belong to one family."""
-    case = {k: v for k, v in record["case"].items() if k not in IGNORED_FIELDS}
-    return json.dumps([record["group"], record.get("scale"), case], sort_keys=True, default=str)
+from convbench.report.identity import case_name, headline, mixes_sources, scaling_family
 
 
 def _device_utilisation(record: dict[str, Any]) -> list[tuple[str, float]]:
@@ -42,10 +35,14 @@ def _utilisation(record: dict[str, Any]) -> float | None:
 
 
 def scaling_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per record of a family that has a world-size-1 run and at least one larger run."""
+    """One row per record of a family that has a world-size-1 run and at least one larger run.
+
+    A family is one case on several world sizes, on one machine at one commit (`identity.scaling_family`).
+    """
     families: dict[str, list[dict[str, Any]]] = {}
     for record in records:
-        families.setdefault(_family(record), []).append(record)
+        families.setdefault(scaling_family(record), []).append(record)
+    metric, mixed = headline(records), mixes_sources(records)
     rows = []
     for members in families.values():
         by_size = {m["world_size"]: m for m in members}
@@ -62,8 +59,9 @@ def scaling_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             ideal = base / size if strong else base
             rows.append({
                 "group": record["group"],
-                "case": record["case_id"],
-                "family": by_size[1]["case_id"],  # the world-size-1 case the others are measured against
+                "case": case_name(record, mixed_sources=mixed),
+                # the world-size-1 case the others are measured against
+                "family": case_name(by_size[1], mixed_sources=mixed),
                 "world_size": size,
                 "scaling": "strong" if strong else "weak",
                 "train_time_s": train,
@@ -78,8 +76,7 @@ def scaling_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "utilisation_mean": _utilisation(record),
                 "utilisation_per_device": ", ".join(
                     f"{name} {value:.0f}%" for name, value in _device_utilisation(record)),
-                "final_accuracy": (record["final"].get("test_accuracy") if record["final"].get("test_accuracy")
-                                   is not None else record["final"].get("val_accuracy")),
+                metric.column: metric.value(record),
             })
     return rows
 
@@ -100,64 +97,21 @@ def _write_section(rows: list[dict[str, Any]], out_dir: Path, name: str, title: 
     return text, written, table
 
 
-def write_scaling(rows: list[dict[str, Any]], out_dir: Path, figures: bool = True) -> tuple[str, list[Path]]:
-    """Write tables/scaling.{csv,md} and figures/scaling.png; return the printed section and the paths."""
+def write_scaling(rows: list[dict[str, Any]], out_dir: Path) -> tuple[str, list[Path]]:
+    """Write tables/scaling.{csv,md}; return the printed section and the paths (the figure is the
+    ``scaling`` figure kind)."""
     if not rows:
         return "", []
-    text, written, table = _write_section(rows, out_dir, "scaling", "scaling over world sizes")
-    if figures:
-        import matplotlib.pyplot as plt
-
-        path = out_dir / "figures" / "scaling.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig = scaling_figure(table)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+    text, written, _ = _write_section(rows, out_dir, "scaling", "scaling over world sizes")
     return text, written
-
-
-def scaling_figure(table: Any) -> Any:
-    """Speedup against world size, one line per case, with the ideal line (left); where the time of
-    the first case goes at each world size (right)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (speed_ax, time_ax) = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
-    sizes = sorted(table["world_size"].unique())
-    speed_ax.plot(sizes, sizes, linestyle="--", color="grey", label="ideal (strong scaling)")
-    for family, rows in table.groupby("family", sort=False):
-        rows = rows.sort_values("world_size")
-        speed_ax.plot(rows["world_size"], rows["speedup"], marker="o", label=str(family))
-    speed_ax.set_xlabel("world size (processes / devices)")
-    speed_ax.set_ylabel("speedup over world size 1")
-    speed_ax.set_xticks(sizes)
-    speed_ax.set_title("speedup")
-    speed_ax.grid(True, alpha=0.3)
-    speed_ax.legend(fontsize="small")
-    first_case = table["family"].iloc[0]
-    rows = table[table["family"] == first_case].sort_values("world_size")
-    labels = [str(s) for s in rows["world_size"]]
-    ideal = rows["ideal_time_s"].clip(lower=0).to_numpy()
-    overhead = (rows["train_time_s"] - rows["ideal_time_s"]).clip(lower=0).to_numpy()
-    startup = rows["startup_s"].fillna(0).to_numpy()
-    time_ax.bar(labels, ideal, label="ideal compute (time on 1 / N)")
-    time_ax.bar(labels, overhead, bottom=ideal, label="communication and overhead (estimate)")
-    time_ax.bar(labels, startup, bottom=ideal + overhead, label="start-up (processes, process group)")
-    time_ax.set_xlabel("world size")
-    time_ax.set_ylabel("seconds")
-    time_ax.set_title(f"where the time goes: {first_case}")
-    time_ax.legend(fontsize="small")
-    return fig
 
 
 def throughput_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Throughput per world size, with speedup and efficiency against world size 1 of the same case."""
     families: dict[str, list[dict[str, Any]]] = {}
     for entry in entries:
-        families.setdefault(_family({**entry, "scale": None}), []).append(entry)
+        families.setdefault(scaling_family({**entry, "scale": None}), []).append(entry)
+    mixed = mixes_sources(entries)
     rows = []
     for members in families.values():
         by_size = {m["world_size"]: m for m in members}
@@ -166,7 +120,7 @@ def throughput_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             entry = by_size[size]
             speedup = entry["samples_per_s"] / base if base else None
             rows.append({
-                "group": entry["group"], "case": entry["case_id"], "world_size": size,
+                "group": entry["group"], "case": case_name(entry, mixed_sources=mixed), "world_size": size,
                 "samples_per_s": entry["samples_per_s"], "samples_per_s_per_device": entry["samples_per_s_per_device"],
                 "round_mean_s": entry["round_s"]["mean"], "rounds": entry["rounds"],
                 "speedup": speedup, "efficiency": speedup / size if speedup is not None else None,

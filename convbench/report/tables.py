@@ -18,7 +18,8 @@ from typing import Any
 import pandas as pd
 
 from convbench.errors import ConvbenchError, choices_hint
-from convbench.report.load import CASE_FIELDS, seedless_id
+from convbench.report.identity import Headline, seedless_id
+from convbench.report.load import CASE_FIELDS
 
 #: The numbers a per-group table shows; with several seeds the mean, and ``<column>_std`` their spread.
 METRIC_COLUMNS = ("final_{split}_accuracy", "best_{split}_accuracy", "final_train_loss", "final_{split}_loss",
@@ -162,9 +163,9 @@ def sort_table(table: pd.DataFrame, column: str, *, descending: bool) -> pd.Data
     return table.sort_values(column, ascending=not descending, na_position="last", kind="stable", key=_sort_key)
 
 
-def group_tables(frame: pd.DataFrame, split: str, *, group_by: Sequence[str] | None = None,
+def group_tables(frame: pd.DataFrame, headline: Headline, *, group_by: Sequence[str] | None = None,
                  sort: str | None = None, descending: bool = False) -> dict[str, pd.DataFrame]:
-    """One seed-aggregated table per group, best final accuracy first unless ``sort`` names a column.
+    """One seed-aggregated table per group, best ``headline`` first unless ``sort`` names a column.
 
     With ``group_by`` the groups are combinations of those case fields and the tables gain a ``group``
     column (the benchmark group). Unknown fields or sort columns are one-line `ConvbenchError`s.
@@ -172,13 +173,13 @@ def group_tables(frame: pd.DataFrame, split: str, *, group_by: Sequence[str] | N
     if group_by is not None:
         group_by = check_fields(group_by, "--group-by")
     with_group = bool(group_by) and "group" not in group_by
-    valid = table_columns(split, with_group=with_group)
+    valid = table_columns(headline.split, with_group=with_group)
     if sort is not None and sort not in valid:
         raise ConvbenchError(f"unknown --sort column {sort!r}; " + choices_hint(sort, valid))
-    by, desc = (f"final_{split}_accuracy", True) if sort is None else (sort, descending)
+    by, desc = (headline.column, headline.higher_is_better) if sort is None else (sort, descending)
     tables = {}
     for name, runs in partition(frame, group_by).items():
-        table = aggregate_seeds(runs, split, with_group=with_group)
+        table = aggregate_seeds(runs, headline.split, with_group=with_group)
         tables[name] = sort_table(table, by, descending=desc).reset_index(drop=True)
     return tables
 
@@ -188,7 +189,7 @@ def group_tables(frame: pd.DataFrame, split: str, *, group_by: Sequence[str] | N
 class PivotSpec:
     row: str
     column: str
-    metric: str | None = None  # None: the final accuracy (the final held-out loss where no accuracy)
+    metric: str | None = None  # None: the headline metric (final accuracy, else final loss)
 
     @classmethod
     def parse(cls, text: str) -> PivotSpec:
@@ -204,14 +205,13 @@ class PivotSpec:
             raise ConvbenchError(f"--pivot needs two different fields, got {text!r}")
         return cls(names[0], names[1], metric.strip() or None)
 
-    def metric_for(self, frame: pd.DataFrame, split: str) -> str:
-        valid = [m.format(split=split) for m in PIVOT_METRICS]
-        if self.metric is not None:
-            if self.metric not in valid:
-                raise ConvbenchError(f"unknown --pivot metric {self.metric!r}; " + choices_hint(self.metric, valid))
-            return self.metric
-        accuracy = f"final_{split}_accuracy"
-        return accuracy if frame[accuracy].notna().any() else f"final_{split}_loss"
+    def metric_for(self, headline: Headline) -> str:
+        if self.metric is None:
+            return headline.column
+        valid = [m.format(split=headline.split) for m in PIVOT_METRICS]
+        if self.metric not in valid:
+            raise ConvbenchError(f"unknown --pivot metric {self.metric!r}; " + choices_hint(self.metric, valid))
+        return self.metric
 
 
 @dataclass
@@ -227,10 +227,10 @@ class Pivot:
         return f"pivot {self.group}: mean {self.metric} by {self.spec.row} (rows) and {self.spec.column} (columns)"
 
 
-def pivot_tables(frame: pd.DataFrame, split: str, spec: PivotSpec,
+def pivot_tables(frame: pd.DataFrame, headline: Headline, spec: PivotSpec,
                  group_by: Sequence[str] | None = None) -> dict[str, Pivot]:
     """Per group, the mean of one metric over the runs (seeds included) at each (row, column) value pair."""
-    metric = spec.metric_for(frame, split)
+    metric = spec.metric_for(headline)
     if group_by is not None:
         group_by = check_fields(group_by, "--group-by")
     pivots = {}

@@ -1,0 +1,54 @@
+"""Parameter trajectories: the values a model reports with ``convbench_trajectory()`` (W and b of
+``linear_regression``), against step and, with two parameters, as a path in their plane."""
+
+from __future__ import annotations
+
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from convbench.report.figures import X_AXES, FigureKind, FigureOptions
+from convbench.report.figures.style import finish, plt
+from convbench.report.identity import Record
+
+
+def params_figure(group: str, records: list[Record]) -> Figure:
+    """Parameter values against step (left) and, with two parameters, their path in the plane (right)."""
+    runs = [r for r in records if r["curves"].get("params")]
+    names = list(dict.fromkeys(k for r in runs for k in r["curves"]["params"] if k != "step"))
+    plane = len(names) == 2
+    fig, axes = plt.subplots(1, 2 if plane else 1, figsize=(12 if plane else 8, 5), layout="constrained",
+                             squeeze=False)
+    ax = axes[0][0]
+    for record in runs:
+        params = record["curves"]["params"]
+        for name in names:
+            if name in params:
+                ax.plot(params["step"], params[name], label=f"{name}: {record['case_id']}")
+    ax.set_xlabel(X_AXES["step"])
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("parameter value")
+    finish(ax, f"{group}: parameter trajectories")
+    if plane:
+        path_ax = axes[0][1]
+        first, second = names
+        for record in runs:
+            params = record["curves"]["params"]
+            if first in params and second in params:
+                (line,) = path_ax.plot(params[first], params[second], marker=".", label=record["case_id"])
+                path_ax.plot(params[first][0], params[second][0], marker="s", color=line.get_color())
+                path_ax.plot(params[first][-1], params[second][-1], marker="*", markersize=12,
+                             color=line.get_color())
+        path_ax.set_xlabel(first)
+        path_ax.set_ylabel(second)
+        finish(path_ax, f"path in ({first}, {second}); square: start, star: end")
+    return fig
+
+
+class ParamsFigure(FigureKind):
+    """Parameter trajectories (such as W and b of linear_regression); for runs that record them."""
+
+    def applies(self, records: list[Record], options: FigureOptions) -> bool:
+        return any(r["curves"].get("params") for r in records)
+
+    def draw(self, group: str | None, records: list[Record], options: FigureOptions) -> Figure:
+        return params_figure(str(group), records)

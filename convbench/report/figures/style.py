@@ -1,0 +1,66 @@
+"""What the built-in figures share: matplotlib without a window, axes finishing, seed-set labels, saving."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # reports are written to files; never open a window
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+from convbench.report.identity import Record, configuration_name
+
+DPI = 110
+
+
+def number(value: Any) -> float:
+    """A recorded number as a float; NaN where it was not recorded (None)."""
+    return math.nan if value is None else float(value)
+
+
+def set_label(runs: list[Record]) -> str:
+    """The legend entry of a configuration: its case id (without the seed when it has several), the seed
+    count, and how many seeds diverged."""
+    name = configuration_name(runs)
+    if len(runs) > 1:
+        name += f" (mean of {len(runs)} seeds)"
+    diverged = sum(bool(r["diverged"]) for r in runs)
+    if diverged:
+        name += " (diverged)" if len(runs) == 1 else f" ({diverged} diverged)"
+    return name
+
+
+def plain_log_ticks(axis: Any) -> None:
+    """Tick labels on a log axis as plain numbers (0.3, 2), not 3x10^-1."""
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    axis.set_major_formatter(plain)
+    axis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}" if f"{value:.1e}"[0] in "25" else ""))
+
+
+def finish(ax: Any, title: str) -> None:
+    """Title, grid, plain log ticks and a legend when something is labelled."""
+    for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
+        if scale == "log":
+            plain_log_ticks(axis)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
+
+
+def save(fig: Figure, base: Path, formats: Sequence[str]) -> list[Path]:
+    """Write ``base.<format>`` for each format, then close the figure."""
+    paths = []
+    for fmt in formats:
+        path = base.with_name(f"{base.name}.{fmt}")
+        fig.savefig(path, dpi=DPI)
+        paths.append(path)
+    plt.close(fig)
+    return paths

@@ -1,0 +1,130 @@
+"""Sweeps: the headline metric against the learning rate, and over a grid of two varied case fields."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from convbench.report.figures import FigureKind, FigureOptions
+from convbench.report.figures.style import finish, number, plt
+from convbench.report.identity import Record, configuration, headline, metric_split
+
+
+def flat_case(record: Record) -> dict[str, str]:
+    """The configuration's case fields, kwargs dicts flattened to ``optimizer_kwargs.momentum``; values as
+    JSON text, so that lists and dicts compare."""
+    flat: dict[str, str] = {}
+    for key, value in configuration(record).items():
+        if isinstance(value, dict):
+            for inner, item in value.items():
+                flat[f"{key}.{inner}"] = json.dumps(item, sort_keys=True, default=str)
+        else:
+            flat[key] = json.dumps(value, sort_keys=True, default=str)
+    return flat
+
+
+def varied_fields(records: list[Record]) -> list[str]:
+    """The case fields (seed aside) whose values differ between records, in case-field order."""
+    flats = [flat_case(r) for r in records]
+    keys = list(dict.fromkeys(k for flat in flats for k in flat))
+    return [k for k in keys if len({flat.get(k) for flat in flats}) > 1]
+
+
+def _field_value(record: Record, field: str) -> Any:
+    text = flat_case(record).get(field)
+    return None if text is None else json.loads(text)
+
+
+def _sortable(value: Any) -> tuple[int, Any]:
+    return (0, value) if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, str(value))
+
+
+def lr_figure(group: str, records: list[Record], split: str) -> Figure:
+    """The headline metric against learning rate (log x), one line per optimizer (and other varied field values)."""
+    metric = headline(records, split)
+    others = [f for f in varied_fields(records) if f != "lr"]
+    lines: dict[str, dict[float, list[float]]] = {}
+    for record in records:
+        name = ", ".join([str(record["case"]["optimizer"])]
+                         + [f"{f}={_field_value(record, f)}" for f in others if f != "optimizer"])
+        lines.setdefault(name, {}).setdefault(float(record["case"]["lr"]), []).append(number(metric.value(record)))
+    fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
+    for name, by_lr in lines.items():
+        lrs = sorted(by_lr)
+        values = np.array([np.mean(by_lr[lr]) for lr in lrs])
+        (line,) = ax.plot(lrs, values, marker="o", label=name)
+        if any(len(by_lr[lr]) > 1 for lr in lrs):
+            ax.fill_between(lrs, [min(by_lr[lr]) for lr in lrs], [max(by_lr[lr]) for lr in lrs],
+                            color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel(metric.label + " (mean over seeds)")
+    finish(ax, f"{group}: learning-rate sensitivity")
+    return fig
+
+
+def heatmap_data(records: list[Record], split: str) -> tuple[str, str, list[Any], list[Any], np.ndarray]:
+    """(row field, column field, row values, column values, mean headline metric per cell; NaN where no run)."""
+    fields = varied_fields(records)
+    if len(fields) != 2:
+        raise ValueError(f"a heatmap needs exactly two varied fields, got {fields}")
+    metric = headline(records, split)
+    row_field, col_field = fields
+    rows = sorted({_field_value(r, row_field) for r in records}, key=_sortable)
+    cols = sorted({_field_value(r, col_field) for r in records}, key=_sortable)
+    cells: dict[tuple[int, int], list[float]] = {}
+    for record in records:
+        key = (rows.index(_field_value(record, row_field)), cols.index(_field_value(record, col_field)))
+        cells.setdefault(key, []).append(number(metric.value(record)))
+    grid = np.full((len(rows), len(cols)), math.nan)
+    for (i, j), values in cells.items():
+        grid[i, j] = float(np.mean(values))
+    return row_field, col_field, rows, cols, grid
+
+
+def heatmap_figure(group: str, records: list[Record], split: str) -> Figure:
+    """The mean headline metric over a two-field grid, annotated cell by cell."""
+    row_field, col_field, rows, cols, grid = heatmap_data(records, split)
+    metric = headline(records, split)
+    fig, ax = plt.subplots(figsize=(2.2 + 1.3 * len(cols), 1.8 + 0.8 * len(rows)), layout="constrained")
+    cmap = "viridis" if metric.higher_is_better else "viridis_r"  # bright is good either way
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, aspect="auto")
+    ax.set_xticks(range(len(cols)), [str(c) for c in cols])
+    ax.set_yticks(range(len(rows)), [str(r) for r in rows])
+    ax.set_xlabel(col_field)
+    ax.set_ylabel(row_field)
+    finite = grid[np.isfinite(grid)]
+    middle = (finite.min() + finite.max()) / 2 if finite.size else 0.0
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            value = grid[i, j]
+            text = "-" if math.isnan(value) else f"{value:.3g}"
+            light = math.isnan(value) or (value < middle) == (cmap == "viridis")
+            ax.text(j, i, text, ha="center", va="center", color="white" if light else "black", fontsize="medium")
+    fig.colorbar(image, ax=ax, label=metric.label + " (mean over seeds)")
+    ax.set_title(f"{group}: {metric.label}", fontsize="medium")
+    return fig
+
+
+class LrFigure(FigureKind):
+    """The headline metric against learning rate; for groups with two or more learning rates."""
+
+    def applies(self, records: list[Record], options: FigureOptions) -> bool:
+        return len({r["case"]["lr"] for r in records}) >= 2
+
+    def draw(self, group: str | None, records: list[Record], options: FigureOptions) -> Figure:
+        return lr_figure(str(group), records, metric_split(records))
+
+
+class HeatmapFigure(FigureKind):
+    """The mean headline metric over the grid of a group whose cases differ in exactly two case fields."""
+
+    def applies(self, records: list[Record], options: FigureOptions) -> bool:
+        return len(varied_fields(records)) == 2
+
+    def draw(self, group: str | None, records: list[Record], options: FigureOptions) -> Figure:
+        return heatmap_figure(str(group), records, metric_split(records))

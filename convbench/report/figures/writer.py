@@ -1,0 +1,77 @@
+"""Draw the chosen figure kinds of a report and save them: the per-group kinds for each group, then the
+across-groups kinds once, each where it applies."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from convbench.errors import ConvbenchError, PluginProblemWarning
+from convbench.registry import FIGURE, Registry, get_figure_registry
+from convbench.report.figures import FigureKind, FigureOptions, Record
+from convbench.report.tables import slug
+
+
+def figure_registry() -> Registry:
+    """The registry that holds the figure kinds; its `Registry.problems` are the report's to print."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PluginProblemWarning)  # the report prints them as its warnings
+        return get_figure_registry()
+
+
+def figure_kinds(registry: Registry | None = None) -> dict[str, FigureKind]:
+    """Every registered figure kind by name, built (their modules, and matplotlib, are imported here).
+
+    A factory that fails or builds something other than a `FigureKind` is a plugin problem like any other:
+    added to `Registry.problems` and left out, so that one broken plugin does not stop the report.
+    """
+    registry = registry or figure_registry()
+    kinds = {}
+    for name, component in registry.get_kind(FIGURE).items():
+        try:
+            kind = component.build()
+        except Exception as exc:  # a plugin's bug: reported, not fatal
+            problem = f"figure {name!r} from plugin {component.plugin!r} skipped: {type(exc).__name__}: {exc}"
+        else:
+            if isinstance(kind, FigureKind):
+                kinds[name] = kind
+                continue
+            problem = (f"figure {name!r} from plugin {component.plugin!r} skipped: it built a "
+                       f"{type(kind).__name__}, not a convbench.report.figures.FigureKind")
+        if problem not in registry.problems:
+            registry.problems.append(problem)
+    return kinds
+
+
+def figure_names(registry: Registry | None = None) -> list[str]:
+    """The usable figure kinds' names, built-ins first, in the order they registered."""
+    return list(figure_kinds(registry))
+
+
+def write_figures(records: list[Record], out_dir: Path, options: FigureOptions | None = None,
+                  kinds: dict[str, FigureKind] | None = None) -> list[Path]:
+    """Draw and save ``options.kinds`` (default: the kinds marked default) of ``kinds`` (default: the
+    registered ones) under ``out_dir/figures``; return the files written."""
+    from convbench.report.figures.style import save
+
+    options = options or FigureOptions()
+    kinds = figure_kinds() if kinds is None else kinds
+    wanted = [n for n, k in kinds.items() if k.default] if options.kinds is None else options.kinds
+    unknown = [name for name in wanted if name not in kinds]
+    if unknown:
+        raise ConvbenchError(f"unknown figure kind {unknown[0]!r}; choose from {', '.join(kinds)}")
+    chosen = {name: kind for name, kind in kinds.items() if name in wanted}  # in registration order
+    out = out_dir / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    groups: dict[str, list[Record]] = {}
+    for record in records:
+        groups.setdefault(record["group"], []).append(record)
+    written: list[Path] = []
+    for group, members in groups.items():
+        for name, kind in chosen.items():
+            if not kind.across_groups and kind.applies(members, options):
+                written += save(kind.draw(group, members, options), out / f"{slug(group)}-{name}", options.formats)
+    for name, kind in chosen.items():
+        if kind.across_groups and kind.applies(records, options):
+            written += save(kind.draw(None, records, options), out / (kind.file_stem or name), options.formats)
+    return written

@@ -1,0 +1,29 @@
+"""Built-in report figures.
+
+Registered by module path (`convbench.report.figures.lazy`): every training process loads the plugins,
+and this keeps matplotlib out of them; `convbench report` imports a figure's module when it draws it.
+The order here is the order ``--figures`` lists them and the report draws them.
+"""
+
+from __future__ import annotations
+
+from convbench import hookimpl
+from convbench.report.figures import lazy
+
+BUILTIN_FIGURES = (
+    ("loss", "curves:LossFigure", "train loss against step, epoch or time"),
+    ("accuracy", "curves:AccuracyFigure", "held-out accuracy against step, epoch or time"),
+    ("lr", "sweeps:LrFigure", "final accuracy (else loss) against learning rate, for 2 or more rates"),
+    ("heatmap", "sweeps:HeatmapFigure", "final accuracy (else loss) over the grid of two varied case fields"),
+    ("params", "params:ParamsFigure", "parameter trajectories of models with convbench_trajectory"),
+    ("target", "targets:TargetFigure", "time to target per case with a target"),
+    ("utilisation", "utilisation:UtilisationFigure", "each sampled device's utilisation over each run"),
+    ("profile", "targets:ProfileFigure", "performance profile across the groups with a target"),
+    ("scaling", "scaling:ScalingFigure", "speedup and where the time goes, for cases on several world sizes"),
+)
+
+
+@hookimpl
+def convbench_register_figures(register):
+    for name, target, description in BUILTIN_FIGURES:
+        register(name, lazy(f"convbench.report.figures.{target}"), description=description)
