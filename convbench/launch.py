@@ -124,6 +124,11 @@ class _OnWorkerPool(PreparedCase):
     """The case prepared on every worker of the session's pool for its world size."""
 
     def __init__(self, case: Case, settings: RunSettings, timeout_s: float) -> None:
+        if settings.registry is not None:  # it cannot follow the case into other processes
+            raise ConvbenchError(
+                f"case {case.id!r}: RunSettings.registry applies in this process only, but world_size="
+                f"{case.world_size} trains in worker processes, which load plugins from entry points and "
+                "conftest.py files; valid choices: registry=None, or world_size=1")
         super().__init__(case)
         self._settings = settings
         self._timeout_s = timeout_s

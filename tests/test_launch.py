@@ -36,6 +36,7 @@ from convbench.pool import (
     check_devices_for,
     free_port,
 )
+from convbench.registry import get_registry
 from convbench.torchrun import destroy_process_group, join_process_group
 
 SOFTMAX = Case(model="softmax", dataset="mnist-5k", optimizer="sgd", lr=0.5, batch_size=100, epochs=2,
@@ -116,6 +117,12 @@ def test_a_prepared_case_runs_once_and_a_later_one_on_its_pool_supersedes_it():
             with pytest.raises(ConvbenchError, match=r"is no longer prepared"):
                 second.run()  # a prepared case trains once
     assert launch.run_case(case).timing["pool_reused"] is True  # none of this broke the pool
+
+
+def test_a_registry_in_the_settings_cannot_follow_a_case_into_workers():
+    with pytest.raises(ConvbenchError, match=r"RunSettings.registry applies in this process only, .* valid choices"):
+        launch.run_case(SOFTMAX.replace(world_size=2), RunSettings(registry=get_registry()))
+    assert not _POOLS  # refused before any worker started
 
 
 def test_progress_of_rank_zero_reaches_the_session():
