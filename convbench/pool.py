@@ -270,32 +270,36 @@ class WorkerPool:
         request = replace(request, token=self._token)
         for requests in self.requests:
             requests.put(request)
-        deadline = time.monotonic() + timeout_s
-        done: set[int] = set()
-        answer: Any = None
         try:
-            while len(done) < self.world_size:
-                try:
-                    message = self._next_message(deadline, what=f"finish case {case_id!r} within {timeout_s:g} s")
-                except CaseTimeoutError:
-                    raise CaseTimeoutError(
-                        f"case {case_id!r} did not finish within {timeout_s:g} s on {self.world_size} processes; "
-                        "its workers were stopped") from None
-                if getattr(message, "token", None) != request.token:
-                    continue  # a late message of an earlier request
-                if isinstance(message, ProgressReport) and progress is not None:
-                    progress(message.progress)
-                elif isinstance(message, Failed):
-                    raise _error_of(message, case_id)
-                elif isinstance(message, Done):
-                    done.add(message.rank)
-                    if message.rank == 0:
-                        answer = message.answer
+            return self._answer_to(request.token, case_id, timeout_s, progress)
         except BaseException:
             self.close()
             if _POOLS.get((self.world_size, self.device_type)) is self:
                 del _POOLS[(self.world_size, self.device_type)]
             raise
+
+    def _answer_to(self, token: int, case_id: str, timeout_s: float,
+                   progress: Callable[[Progress], None] | None) -> Any:
+        """Wait until every rank is done with request ``token``, forwarding rank 0's progress; its answer."""
+        deadline = time.monotonic() + timeout_s
+        done: set[int] = set()
+        answer: Any = None
+        while len(done) < self.world_size:
+            try:
+                message = self._next_message(deadline, what=f"finish case {case_id!r} within {timeout_s:g} s")
+            except CaseTimeoutError:
+                raise CaseTimeoutError(f"case {case_id!r} did not finish within {timeout_s:g} s on {self.world_size} "
+                                       "processes; its workers were stopped") from None
+            if getattr(message, "token", None) != token:
+                continue  # a late message of an earlier request
+            if isinstance(message, ProgressReport) and progress is not None:
+                progress(message.progress)
+            elif isinstance(message, Failed):
+                raise _error_of(message, case_id)
+            elif isinstance(message, Done):
+                done.add(message.rank)
+                if message.rank == 0:
+                    answer = message.answer
         return answer
 
     def _next_message(self, deadline: float, what: str) -> Message:
