@@ -21,7 +21,7 @@ _EXPORTS = {
     "grid": "convbench.case",
     "DatasetSplits": "convbench.data",
     "RunSettings": "convbench.engine",
-    "run_case": "convbench.engine",
+    "run_case": "convbench.launch",
     "ConvbenchError": "convbench.errors",
     "hookimpl": "convbench.hookspecs",
     "get_registry": "convbench.registry",

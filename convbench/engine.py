@@ -240,10 +240,13 @@ class PreparedRun:
         return itertools.chain.from_iterable(self.batches.epoch() for _ in itertools.count())
 
 
-def prepare(case: Case, settings: RunSettings | None = None) -> PreparedRun:
-    return PreparedRun(case, settings)
+def prepare_in_this_process(case: Case, settings: RunSettings | None = None,
+                            dist: DistContext | None = None) -> PreparedRun:
+    """Prepare one rank's part of a case in this process, as rank ``dist`` of its process group (default:
+    alone). `convbench.launch.prepare` chooses the processes for a whole case and calls this on each."""
+    return PreparedRun(case, settings, dist)
 
 
-def run_case(case: Case, settings: RunSettings | None = None) -> RunResult:
-    """Prepare and train one case in this process."""
+def run_in_this_process(case: Case, settings: RunSettings | None = None) -> RunResult:
+    """Prepare and train a one-process case here, with no time limit (`convbench.run_case` runs any case)."""
     return PreparedRun(case, settings).run()

@@ -15,7 +15,7 @@ import os
 import platform
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -156,10 +156,11 @@ def _session_case(case: Case, settings: RunSettings, world_size: int | None, req
 
 def _skip_other_world_sizes_under_torchrun(case: Case) -> None:
     """torchrun fixed the number of processes: cases of another world size are for another launch."""
-    from convbench.distributed import launched_by_torchrun
+    from convbench.torchrun import world_size_mismatch
 
-    if launched_by_torchrun() and case.world_size != int(os.environ["WORLD_SIZE"]):
-        pytest.skip(f"world_size={case.world_size}; torchrun started {os.environ['WORLD_SIZE']} processes")
+    reason = world_size_mismatch(case)
+    if reason is not None:
+        pytest.skip(reason)
 
 
 def _default_group(benchmark: Any, request: pytest.FixtureRequest) -> str:
@@ -180,51 +181,56 @@ def convergence(request: pytest.FixtureRequest, benchmark: Any, convbench_settin
                 convbench_world_size: int | None) -> Callable[[Case], RunResult]:
     """Run a case once under ``benchmark.pedantic`` and return its `RunResult`.
 
-    The case is scaled to ``--convbench-scale`` first. Data loading and model construction happen in
-    pedantic's untimed ``setup``; the benchmark's time is the training run with its evaluations. The
-    result goes to ``benchmark.extra_info["convbench"]`` and, with the test's outcome, to the
-    results file as soon as the test finishes. User errors (unknown names, bad kwargs, missing data)
-    fail the test with their one-line message.
+    The case is scaled to ``--convbench-scale`` first. Preparation (data loading, model construction
+    and, for a multi-process case whose worker pool is not running yet, starting it) happens in
+    pedantic's untimed ``setup`` on every world size; the benchmark's time is the training run with its
+    evaluations. The result goes to ``benchmark.extra_info["convbench"]`` and, with the test's outcome,
+    to the results file as soon as the test finishes. User errors (unknown names, bad kwargs, missing
+    data) fail the test with their one-line message.
     """
     from convbench import launch
-    from convbench.distributed import launched_by_torchrun
-    from convbench.engine import PreparedRun
-    from convbench.time_limit import time_limit
 
     def run(case: Case) -> RunResult:
         if request.node.stash.get(_RECORD, None) is not None:
             raise ConvbenchError("the convergence fixture runs one case per test; parametrize for more")
         scaled = _session_case(case, convbench_settings, convbench_world_size, request)
-        torchrun = launched_by_torchrun()
         _skip_other_world_sizes_under_torchrun(scaled)
         record: dict[str, Any] = {"case_id": scaled.id, "scale": convbench_settings.scale, "outcome": None,
                                   "error": None}
         request.node.stash[_RECORD] = record
         record["group"] = _default_group(benchmark, request)
+        handles: list[launch.PreparedCase] = []
 
-        def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
-            return (PreparedRun(scaled, convbench_settings),), {}
+        def setup() -> tuple[tuple[launch.PreparedCase], dict[str, Any]]:
+            handles.append(launch.prepare(scaled, convbench_settings))
+            return (handles[-1],), {}
 
         try:
-            if scaled.world_size == 1 and not torchrun:
-                with time_limit(convbench_settings.timeout_s, f"case {scaled.id!r}"):
-                    result = benchmark.pedantic(lambda prepared: prepared.run(), setup=setup, rounds=1,
-                                                iterations=1)
-            else:  # the workers prepare their own data; the benchmark times the whole distributed run
-                result = benchmark.pedantic(launch.run_case, args=(scaled, convbench_settings), rounds=1,
-                                            iterations=1)
-        except ConvbenchError as exc:
-            record["error"] = str(exc)
-            # `from None`: the user's mistake is the whole story, not the exception chain behind it
-            raise pytest.fail.Exception(f"{scaled.id}: {exc}", pytrace=False) from None
+            with _failing_in_one_line(scaled, record):
+                result = benchmark.pedantic(lambda handle: handle.run(), setup=setup, rounds=1, iterations=1)
         except Exception as exc:
             record["error"] = f"{type(exc).__name__}: {exc}"
             raise
+        finally:
+            for handle in handles:
+                handle.close()
         record.update(result.to_dict())
         benchmark.extra_info["convbench"] = record
         return result
 
     return run
+
+
+@contextlib.contextmanager
+def _failing_in_one_line(case: Case, record: dict[str, Any] | None = None) -> Iterator[None]:
+    """A user error (`ConvbenchError`) fails the test with its one-line message, noted in ``record``."""
+    try:
+        yield
+    except ConvbenchError as exc:
+        if record is not None:
+            record["error"] = str(exc)
+        # `from None`: the user's mistake is the whole story, not the exception chain behind it
+        raise pytest.fail.Exception(f"{case.id}: {exc}", pytrace=False) from None
 
 
 @pytest.fixture
@@ -246,22 +252,15 @@ def throughput(request: pytest.FixtureRequest, benchmark: Any, convbench_setting
         scaled = _session_case(case, convbench_settings, convbench_world_size, request)
         _skip_other_world_sizes_under_torchrun(scaled)
         _default_group(benchmark, request)
-        try:
-            session = launch.ThroughputSession(scaled, convbench_settings, warmup_steps)
-        except ConvbenchError as exc:
-            raise pytest.fail.Exception(f"{scaled.id}: {exc}", pytrace=False) from None
-        try:
-            round_times = []
-            benchmark.pedantic(lambda: round_times.append(session.round(steps)), rounds=rounds, iterations=1)
-        except ConvbenchError as exc:  # a round past the time limit, a rank that failed
-            raise pytest.fail.Exception(f"{scaled.id}: {exc}", pytrace=False) from None
-        finally:
-            session.close()
-        measured = ThroughputResult(
+        round_times: list[float] = []
+        # a round past the time limit, or a rank that failed, fails the test in one line too
+        with _failing_in_one_line(scaled), launch.prepare(scaled, convbench_settings) as prepared:
+            prepared.time_steps(warmup_steps)  # untimed: allocator, kernels, DDP buckets
+            benchmark.pedantic(lambda: round_times.append(prepared.time_steps(steps)), rounds=rounds, iterations=1)
+        info = ThroughputResult(
             case_id=scaled.id, case=scaled.to_dict(), world_size=scaled.world_size, steps_per_round=steps,
-            rounds=len(round_times), samples_per_round=steps * session.global_batch,
-            round_s=RoundTimes.of(round_times), startup_s=session.startup_s)
-        info = measured.to_dict()
+            rounds=len(round_times), samples_per_round=steps * prepared.global_batch,
+            round_s=RoundTimes.of(round_times), startup_s=prepared.startup_s).to_dict()
         benchmark.extra_info["convbench_throughput"] = info
         return info
 
@@ -269,9 +268,9 @@ def throughput(request: pytest.FixtureRequest, benchmark: Any, convbench_setting
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    launch = sys.modules.get("convbench.launch")  # only if a multi-process case ran: no torch import here
-    if launch is not None:
-        launch.close_pools()
+    pool = sys.modules.get("convbench.pool")  # only if a multi-process case ran: no torch import here
+    if pool is not None:
+        pool.close_pools()
 
 
 # ---------------------------------------------------------------------------------- reporting

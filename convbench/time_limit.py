@@ -1,6 +1,6 @@
 """A time limit for a case that trains in this process (world size 1, or a throughput round).
 
-Multi-process cases are ended by killing their workers (`convbench.launch`). A case that trains in
+Multi-process cases are ended by killing their workers (`convbench.pool`). A case that trains in
 the session's own process cannot be killed without killing the session and every result still to
 come, so it is interrupted instead: ``SIGALRM`` raises `CaseTimeoutError` in the main thread at the
 next Python bytecode, and the run unwinds like any failed run (its sampler stops, the test fails with

@@ -19,7 +19,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from convbench.case import Case
 from convbench.data import compose
-from convbench.engine import RunSettings, run_case
+from convbench.engine import RunSettings, run_in_this_process
 from convbench.errors import ComponentArgumentError
 from convbench.registry import load_registry
 
@@ -564,7 +564,7 @@ def test_training_with_flips_and_crops_lowers_the_loss(registry):
     case = Case(model="softmax", model_kwargs={"init": "zeros"}, dataset="mnist-5k", optimizer="sgd", lr=0.5,
                 batch_size=100, steps=20, eval_train_samples=1000,
                 augmentations=[("hflip", {}), ("random_crop", {"padding": 2})])
-    result = run_case(case, RunSettings(registry=registry))
+    result = run_in_this_process(case, RunSettings(registry=registry))
     assert not result.diverged
     assert result.steps == 20
     curve = result.curves["train"]["loss"]  # losses on the augmented training batches

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from convbench.case import Case
-from convbench.engine import RunSettings, run_case
+from convbench.engine import RunSettings, run_in_this_process
 from convbench.registry import BUILTIN_PLUGINS, load_registry
 
 BUILTINS = load_registry(entry_points=False)
@@ -52,7 +52,7 @@ def test_every_model_trains_a_few_steps(model):
         case = SHORT.replace(model=model, dataset=MODEL_INPUTS[model], dataset_kwargs={})
     else:
         case = SHORT.replace(model=model)
-    result = run_case(case, RunSettings(registry=BUILTINS))
+    result = run_in_this_process(case, RunSettings(registry=BUILTINS))
     assert result.steps == 4 and not result.diverged
     assert result.final["train_loss"] is not None
 
@@ -61,7 +61,7 @@ def test_every_model_trains_a_few_steps(model):
 def test_every_scheduler_drives_a_short_run(scheduler):
     case = SHORT.replace(scheduler=scheduler, scheduler_kwargs=SCHEDULER_KWARGS[scheduler],
                          optimizer="momentum", epochs=None, steps=16)  # 48 samples / 8 = 6 steps per epoch
-    result = run_case(case, RunSettings(registry=BUILTINS))
+    result = run_in_this_process(case, RunSettings(registry=BUILTINS))
     assert result.steps == 16
     assert len(set(result.curves["train"]["lr"])) > 1 or scheduler == "reduce_on_plateau"
 
@@ -69,5 +69,5 @@ def test_every_scheduler_drives_a_short_run(scheduler):
 @pytest.mark.parametrize("augmentation", builtin_names("augmentation"))
 def test_every_augmentation_runs_in_training(augmentation):
     spec = (augmentation, AUGMENTATION_KWARGS.get(augmentation, {}))
-    result = run_case(SHORT.replace(augmentations=[spec]), RunSettings(registry=BUILTINS))
+    result = run_in_this_process(SHORT.replace(augmentations=[spec]), RunSettings(registry=BUILTINS))
     assert result.steps == 4 and not result.diverged

@@ -24,7 +24,7 @@ import torchvision.datasets.utils
 from idx_files import write_idx_images, write_idx_labels
 
 from convbench import Case
-from convbench.engine import RunSettings, prepare, run_case
+from convbench.engine import RunSettings, prepare_in_this_process, run_in_this_process
 from convbench.errors import ComponentArgumentError, ConvbenchError, DatasetUnavailableError
 from convbench.registry import load_registry
 
@@ -493,7 +493,7 @@ def test_fake_images_case_runs_through_the_engine(reg, tmp_path):
     case = Case(model="softmax", dataset="fake-images", optimizer="sgd", lr=0.1, batch_size=16, steps=10,
                 dataset_kwargs={"num_samples": 64, "image_shape": (3, 8, 8), "num_classes": 4, "val_size": 8},
                 device="cpu")
-    result = run_case(case, RunSettings(registry=reg, data_root=tmp_path))
+    result = run_in_this_process(case, RunSettings(registry=reg, data_root=tmp_path))
     assert not result.diverged
     assert result.steps == result.steps_planned == 10
     assert result.samples == 160
@@ -507,7 +507,7 @@ def test_linear_regression_case_fits_w_and_b(reg, tmp_path, seed):
     # MSE on y = 0.1 x + 0.3, x in [0, 1): gradient descent with lr 0.5 shrinks the loss by ~1e6 in 100 steps
     case = Case(model="softmax", dataset="linear-regression", optimizer="sgd", lr=0.5, batch_size=None, steps=100,
                 seed=seed, device="cpu")
-    run = prepare(case, RunSettings(registry=reg, data_root=tmp_path))
+    run = prepare_in_this_process(case, RunSettings(registry=reg, data_root=tmp_path))
     result = run.run()
     assert not result.diverged and result.steps == 100
     assert result.final["train_accuracy"] is None  # regression: no accuracy
@@ -521,7 +521,7 @@ def test_linear_regression_case_fits_w_and_b(reg, tmp_path, seed):
 def test_regression_targets_keep_their_float_dtype_through_the_engine(reg, tmp_path):
     case = Case(model="softmax", dataset="linear-regression", optimizer="sgd", lr=0.1, batch_size=10, steps=3,
                 dataset_kwargs={"input_dim": 2, "output_dim": 2, "val_size": 20}, device="cpu")
-    run = prepare(case, RunSettings(registry=reg, data_root=tmp_path))
+    run = prepare_in_this_process(case, RunSettings(registry=reg, data_root=tmp_path))
     assert run.data.train[1].dtype == torch.float32 and run.data.train[1].shape == (80, 2)
     result = run.run()
     assert result.final["val_loss"] is not None and result.final["val_accuracy"] is None

@@ -10,14 +10,14 @@ import torch
 from torch import nn
 
 from convbench.case import Case
-from convbench.engine import PreparedRun, RunSettings, run_case
+from convbench.engine import PreparedRun, RunSettings, run_in_this_process
 from convbench.errors import CaseError, ConvbenchError, UnknownComponentError
 
 BLOBS = Case(model="softmax", dataset="blobs", optimizer="sgd", lr=0.1, batch_size=20, epochs=3)
 
 
 def test_loss_falls_and_accuracy_rises_on_a_learnable_problem(settings):
-    result = run_case(BLOBS, settings)
+    result = run_in_this_process(BLOBS, settings)
     assert not result.diverged
     assert result.final_train_loss < 0.5 * result.initial_train_loss
     evals = result.curves["eval"]
@@ -29,22 +29,22 @@ def test_loss_falls_and_accuracy_rises_on_a_learnable_problem(settings):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_convergence_holds_across_seeds(settings, seed):
-    result = run_case(BLOBS.replace(seed=seed), settings)
+    result = run_in_this_process(BLOBS.replace(seed=seed), settings)
     assert result.final["val_accuracy"] > 0.9
 
 
 def test_same_seed_same_run_and_no_state_leaks_between_cases(settings):
-    first = run_case(BLOBS, settings)
-    run_case(BLOBS.replace(optimizer="adam", lr=0.05, seed=5), settings)  # a different case in between
-    again = run_case(BLOBS, settings)
+    first = run_in_this_process(BLOBS, settings)
+    run_in_this_process(BLOBS.replace(optimizer="adam", lr=0.05, seed=5), settings)  # a different case in between
+    again = run_in_this_process(BLOBS, settings)
     assert again.curves["train"]["loss"] == first.curves["train"]["loss"]
     assert again.final == first.final
-    other_seed = run_case(BLOBS.replace(seed=1), settings)
+    other_seed = run_in_this_process(BLOBS.replace(seed=1), settings)
     assert other_seed.curves["train"]["loss"] != first.curves["train"]["loss"]
 
 
 def test_step_and_sample_accounting(settings):
-    result = run_case(BLOBS, settings)
+    result = run_in_this_process(BLOBS, settings)
     n_train = 600 - 200  # blobs: 4 classes x 150, minus 100 val and 100 test
     steps_per_epoch = n_train // 20
     assert result.steps == result.steps_planned == 3 * steps_per_epoch
@@ -54,23 +54,23 @@ def test_step_and_sample_accounting(settings):
 
 
 def test_fractional_epochs_and_step_budgets(settings):
-    assert run_case(BLOBS.replace(epochs=0.5), settings).steps == 10
-    assert run_case(BLOBS.replace(epochs=None, steps=7), settings).steps == 7
+    assert run_in_this_process(BLOBS.replace(epochs=0.5), settings).steps == 10
+    assert run_in_this_process(BLOBS.replace(epochs=None, steps=7), settings).steps == 7
 
 
 def test_full_batch_gradient_descent_takes_one_step_per_epoch(settings):
-    result = run_case(BLOBS.replace(batch_size=None, epochs=4), settings)
+    result = run_in_this_process(BLOBS.replace(batch_size=None, epochs=4), settings)
     assert result.steps == 4
     assert result.samples == 4 * 400
 
 
 def test_batch_larger_than_the_data_is_a_case_error(settings):
     with pytest.raises(CaseError, match="invalid batch_size=5000: larger than the 400 training samples"):
-        run_case(BLOBS.replace(batch_size=5000), settings)
+        run_in_this_process(BLOBS.replace(batch_size=5000), settings)
 
 
 def test_non_finite_loss_is_recorded_as_divergence_and_stops_training(settings):
-    result = run_case(BLOBS.replace(model="nan_after", model_kwargs={"steps": 5}), settings)
+    result = run_in_this_process(BLOBS.replace(model="nan_after", model_kwargs={"steps": 5}), settings)
     assert result.diverged
     assert result.divergence.step == 6
     assert "non-finite" in result.divergence.reason
@@ -80,7 +80,7 @@ def test_non_finite_loss_is_recorded_as_divergence_and_stops_training(settings):
 
 
 def test_loss_blow_up_is_recorded_as_divergence(settings):
-    result = run_case(BLOBS.replace(lr=1e4), settings)
+    result = run_in_this_process(BLOBS.replace(lr=1e4), settings)
     assert result.diverged
     assert "exceeded 10 x the first loss" in result.divergence.reason
     assert result.steps < result.steps_planned
@@ -88,12 +88,12 @@ def test_loss_blow_up_is_recorded_as_divergence(settings):
 
 def test_divergence_factor_is_configurable(settings):
     # the same large-lr run is not divergent under a looser threshold
-    loose = run_case(BLOBS.replace(lr=1e4, divergence_factor=1e9, epochs=1), settings)
+    loose = run_in_this_process(BLOBS.replace(lr=1e4, divergence_factor=1e9, epochs=1), settings)
     assert not loose.diverged
 
 
 def test_time_and_steps_to_target(settings):
-    result = run_case(BLOBS.replace(target_accuracy=0.9, eval_every=2), settings)
+    result = run_in_this_process(BLOBS.replace(target_accuracy=0.9, eval_every=2), settings)
     target = result.target
     assert target.reached and target.split == "val" and target.metric == "accuracy"
     evals = result.curves["eval"]
@@ -104,25 +104,26 @@ def test_time_and_steps_to_target(settings):
 
 
 def test_stop_at_target_ends_the_run_at_the_first_eval_that_reaches_it(settings):
-    result = run_case(BLOBS.replace(target_accuracy=0.9, eval_every=2, stop_at_target=True), settings)
+    result = run_in_this_process(BLOBS.replace(target_accuracy=0.9, eval_every=2, stop_at_target=True), settings)
     assert result.target_reached
     assert result.steps == result.target.step < result.steps_planned
 
 
 def test_a_run_records_why_it_stopped(settings):
-    assert run_case(BLOBS.replace(epochs=None, steps=7), settings).stop_reason == "budget"
+    assert run_in_this_process(BLOBS.replace(epochs=None, steps=7), settings).stop_reason == "budget"
     # reaching the target ends the run only when the case says so
     reached = BLOBS.replace(target_accuracy=0.9, eval_every=2)
-    assert run_case(reached, settings).stop_reason == "budget"
-    stopped = run_case(reached.replace(stop_at_target=True), settings)
+    assert run_in_this_process(reached, settings).stop_reason == "budget"
+    stopped = run_in_this_process(reached.replace(stop_at_target=True), settings)
     assert stopped.stop_reason == "target" and stopped.steps < stopped.steps_planned
-    diverged = run_case(BLOBS.replace(model="nan_after", model_kwargs={"steps": 5}), settings)
+    diverged = run_in_this_process(BLOBS.replace(model="nan_after", model_kwargs={"steps": 5}), settings)
     assert diverged.stop_reason == "diverged" and diverged.steps < diverged.steps_planned
     assert {"stop_reason": "diverged"}.items() <= diverged.to_dict().items()
 
 
 def test_a_divergence_at_the_last_step_is_the_stop_reason(settings):
-    result = run_case(BLOBS.replace(model="nan_after", model_kwargs={"steps": 19}, epochs=1), settings)  # 20 steps
+    case = BLOBS.replace(model="nan_after", model_kwargs={"steps": 19}, epochs=1)  # 20 steps
+    result = run_in_this_process(case, settings)
     assert result.steps == result.steps_planned == 20
     assert result.diverged and result.stop_reason == "diverged"
     assert result.curves["eval"]["step"][-1] == 20  # the final state is evaluated once, after the verdict
@@ -130,32 +131,32 @@ def test_a_divergence_at_the_last_step_is_the_stop_reason(settings):
 
 
 def test_unreachable_target_is_reported_not_reached(settings):
-    result = run_case(BLOBS.replace(target_loss=1e-9, target_split="train"), settings)
+    result = run_in_this_process(BLOBS.replace(target_loss=1e-9, target_split="train"), settings)
     assert result.target.reached is False and result.target.time_s is None
     assert result.target.split == "train"
 
 
 def test_target_split_must_exist(registry, tmp_path):
     with pytest.raises(CaseError, match="has no such split"):
-        run_case(BLOBS.replace(target_accuracy=0.5, target_split="val", dataset_kwargs={"val_size": 0},
+        run_in_this_process(BLOBS.replace(target_accuracy=0.5, target_split="val", dataset_kwargs={"val_size": 0},
                                dataset="mnist-5k"), RunSettings(registry=registry))
 
 
 def test_evaluation_schedule(settings):
-    result = run_case(BLOBS.replace(epochs=None, steps=20, eval_every=5), settings)
+    result = run_in_this_process(BLOBS.replace(epochs=None, steps=20, eval_every=5), settings)
     assert result.curves["eval"]["step"] == [0, 5, 10, 15, 20]
     assert result.curves["eval"]["epoch"] == [s / 20 for s in (0, 5, 10, 15, 20)]
 
 
 def test_default_evaluation_is_bounded(settings):
-    result = run_case(BLOBS.replace(batch_size=1, epochs=2), settings)  # 800 steps, 400 per epoch
+    result = run_in_this_process(BLOBS.replace(batch_size=1, epochs=2), settings)  # 800 steps, 400 per epoch
     steps = result.curves["eval"]["step"]
     assert steps[0] == 0 and steps[-1] == 800
     assert 3 <= len(steps) <= 52
 
 
 def test_train_loss_curve_is_bounded_and_ends_at_the_last_step(settings):
-    result = run_case(BLOBS.replace(batch_size=2, epochs=1, max_curve_points=30), settings)  # 200 steps
+    result = run_in_this_process(BLOBS.replace(batch_size=2, epochs=1, max_curve_points=30), settings)  # 200 steps
     curve = result.curves["train"]
     assert len(curve["step"]) <= 30
     assert curve["step"] == sorted(curve["step"]) and curve["step"][-1] == 200
@@ -183,7 +184,7 @@ def test_curve_points_are_bucket_means_of_the_step_losses(settings):
 def test_epoch_scheduler_steps_once_per_epoch(settings):
     case = BLOBS.replace(scheduler="step", scheduler_kwargs={"step_size": 1, "gamma": 0.5}, epochs=3,
                          eval_every=20)  # 20 steps per epoch
-    result = run_case(case, settings)
+    result = run_in_this_process(case, settings)
     evals = result.curves["eval"]
     lr_at_epoch = {round(e, 6): lr for e, lr in zip(evals["epoch"], evals["lr"], strict=True)}
     # an eval records the lr its preceding steps used: epoch k trained at 0.1 * 0.5 ** (k - 1)
@@ -191,7 +192,7 @@ def test_epoch_scheduler_steps_once_per_epoch(settings):
 
 
 def test_timing_separates_setup_training_and_evaluation(settings):
-    result = run_case(BLOBS, settings)
+    result = run_in_this_process(BLOBS, settings)
     timing = result.timing
     assert timing.setup_s > 0 and timing.train_s > 0 and timing.eval_s > 0
     assert result.curves["eval"]["time_s"][0] == 0.0
@@ -203,7 +204,7 @@ def test_unknown_component_fails_before_loading_data(settings, monkeypatch):
 
     monkeypatch.setattr(convbench.loading, "load_dataset", lambda *a: pytest.fail("data loaded"))
     with pytest.raises(UnknownComponentError, match=r"unknown optimizer 'adma'; did you mean .*'adam'"):
-        run_case(BLOBS.replace(optimizer="adma"), settings)
+        run_in_this_process(BLOBS.replace(optimizer="adma"), settings)
 
 
 def test_a_prepared_run_trains_once(settings):
@@ -276,7 +277,7 @@ def test_stopwatch_synchronises_the_device_around_every_reading(monkeypatch):
 
 
 def test_telemetry_is_sampled_during_the_run_and_says_which_sampler_ran(settings):
-    result = run_case(BLOBS, settings)
+    result = run_in_this_process(BLOBS, settings)
     telemetry = result.telemetry
     assert telemetry.sampler == "psutil" and "not a CUDA device" in telemetry.reason
     assert telemetry.devices[0]["name"] == "cpu"
@@ -286,7 +287,7 @@ def test_telemetry_is_sampled_during_the_run_and_says_which_sampler_ran(settings
 
 
 def test_telemetry_can_be_turned_off(registry):
-    assert run_case(BLOBS, RunSettings(registry=registry, telemetry_interval_s=None)).telemetry is None
+    assert run_in_this_process(BLOBS, RunSettings(registry=registry, telemetry_interval_s=None)).telemetry is None
 
 
 def test_run_telemetry_stops_its_sampler_whether_the_run_ends_or_fails(monkeypatch):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convbench.case import Case
-from convbench.engine import RunSettings, run_case
+from convbench.engine import RunSettings, run_in_this_process
 from convbench_plugins.datasets import mnist_5k
 
 
@@ -36,6 +36,6 @@ def test_accuracy_matches_a_plain_pytorch_loop(registry):
         plain = plain_pytorch_softmax(seed, lr=0.5, batch_size=100, epochs=3)
         case = Case(model="softmax", dataset="mnist-5k", optimizer="sgd", lr=0.5, batch_size=100, epochs=3,
                     seed=seed)
-        harness = run_case(case, RunSettings(registry=registry)).final["test_accuracy"]
+        harness = run_in_this_process(case, RunSettings(registry=registry)).final["test_accuracy"]
         assert plain > 0.8
         assert abs(harness - plain) <= 0.015, (seed, harness, plain)  # 1,000 test images: ~1% noise

@@ -3,6 +3,7 @@ worker pool, and faults (a crashing rank, a hanging rank, a user error in a work
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import multiprocessing
@@ -22,7 +23,21 @@ from convbench import launch
 from convbench.case import Case
 from convbench.distributed import TORCHRUN_VARS
 from convbench.engine import RunSettings, resolve_device
-from convbench.errors import CaseError, ConvbenchError
+from convbench.errors import CaseError, CaseTimeoutError, ConvbenchError, RankFailedError
+from convbench.pool import (
+    _POOLS,
+    STOP,
+    Done,
+    Ready,
+    Request,
+    RequestKind,
+    WorkerPool,
+    _worker_main,
+    check_devices_for,
+    free_port,
+)
+from convbench.registry import get_registry
+from convbench.torchrun import destroy_process_group, join_process_group
 
 SOFTMAX = Case(model="softmax", dataset="mnist-5k", optimizer="sgd", lr=0.5, batch_size=100, epochs=2,
                eval_every=35, eval_train_samples=500)
@@ -54,9 +69,9 @@ def test_one_two_and_four_processes_give_the_same_run():
 
 def test_the_pool_is_reused_across_cases():
     first = launch.run_case(SOFTMAX.replace(world_size=2, epochs=None, steps=5))
-    pids = [p.pid for p in launch._POOLS[(2, "cpu")].processes]
+    pids = [p.pid for p in _POOLS[(2, "cpu")].processes]
     second = launch.run_case(SOFTMAX.replace(world_size=2, epochs=None, steps=5, seed=1))
-    assert [p.pid for p in launch._POOLS[(2, "cpu")].processes] == pids
+    assert [p.pid for p in _POOLS[(2, "cpu")].processes] == pids
     assert second.timing.pool_reused is True and second.timing.startup_s == 0.0
     assert first.timing.pool_reused is False
     assert second.curves["train"]["loss"] != first.curves["train"]["loss"]  # the seed reached the workers
@@ -88,6 +103,26 @@ def test_a_user_error_in_a_worker_is_one_line_and_the_pool_survives_replacement(
         launch.run_case(SOFTMAX.replace(optimizer="adma", world_size=2))
     assert "\n" not in str(info.value)
     assert launch.run_case(SOFTMAX.replace(world_size=2, epochs=None, steps=3)).steps == 3
+
+
+def test_a_prepared_case_runs_once_and_a_later_one_on_its_pool_supersedes_it():
+    case = SOFTMAX.replace(world_size=2, epochs=None, steps=3)
+    with launch.prepare(case) as first:
+        assert first.global_batch == 100 and first.startup_s > 0  # the pool started for it
+        with launch.prepare(case.replace(seed=1)) as second:
+            assert second.startup_s == 0.0  # the pool was running already
+            with pytest.raises(ConvbenchError, match=r"is no longer prepared on the 2-process pool"):
+                first.run()
+            assert second.run().steps == 3
+            with pytest.raises(ConvbenchError, match=r"is no longer prepared"):
+                second.run()  # a prepared case trains once
+    assert launch.run_case(case).timing.pool_reused is True  # none of this broke the pool
+
+
+def test_a_registry_in_the_settings_cannot_follow_a_case_into_workers():
+    with pytest.raises(ConvbenchError, match=r"RunSettings.registry applies in this process only, .* valid choices"):
+        launch.run_case(SOFTMAX.replace(world_size=2), RunSettings(registry=get_registry()))
+    assert not _POOLS  # refused before any worker started
 
 
 def test_progress_of_rank_zero_reaches_the_session():
@@ -166,11 +201,11 @@ def faults_plugin(tmp_path, monkeypatch):
 
 def assert_pool_gone(pool):
     assert not any(process.is_alive() for process in pool.processes)
-    assert (2, "cpu") not in launch._POOLS or launch._POOLS[(2, "cpu")] is not pool
+    assert (2, "cpu") not in _POOLS or _POOLS[(2, "cpu")] is not pool
 
 
 def test_a_crashing_rank_fails_its_case_with_the_rank_traceback(faults_plugin):
-    with pytest.raises(launch.RankFailedError) as info:
+    with pytest.raises(RankFailedError) as info:
         launch.run_case(faults_plugin)
     message = str(info.value)
     assert message.startswith("rank 1 failed in case")
@@ -179,8 +214,8 @@ def test_a_crashing_rank_fails_its_case_with_the_rank_traceback(faults_plugin):
 
 def test_after_a_crash_the_next_case_runs_on_a_new_pool(faults_plugin):
     launch.run_case(SOFTMAX.replace(world_size=2, epochs=None, steps=2))
-    old = launch._POOLS[(2, "cpu")]
-    with pytest.raises(launch.RankFailedError):
+    old = _POOLS[(2, "cpu")]
+    with pytest.raises(RankFailedError):
         launch.run_case(faults_plugin)
     assert_pool_gone(old)
     result = launch.run_case(SOFTMAX.replace(world_size=2, epochs=None, steps=4))
@@ -189,9 +224,9 @@ def test_after_a_crash_the_next_case_runs_on_a_new_pool(faults_plugin):
 
 def test_a_hanging_rank_is_stopped_by_the_timeout(faults_plugin):
     launch.run_case(SOFTMAX.replace(world_size=2, epochs=None, steps=2))  # pool started outside the timed part
-    pool = launch._POOLS[(2, "cpu")]
+    pool = _POOLS[(2, "cpu")]
     started = time.monotonic()
-    with pytest.raises(launch.CaseTimeoutError, match=r"did not finish within 3 s on 2 processes"):
+    with pytest.raises(CaseTimeoutError, match=r"did not finish within 3 s on 2 processes"):
         launch.run_case(faults_plugin.replace(model_kwargs={"mode": "hang"}), timeout_s=3)
     assert time.monotonic() - started < 3 + 15  # the timeout, plus joining and killing the workers
     assert_pool_gone(pool)
@@ -207,7 +242,7 @@ def test_ranks_that_may_download_load_in_turns(faults_plugin, tmp_path):
 
 def test_the_settings_timeout_applies():
     settings = RunSettings(timeout_s=1e-3)
-    with pytest.raises(launch.CaseTimeoutError):
+    with pytest.raises(CaseTimeoutError):
         launch.run_case(SOFTMAX.replace(world_size=2), settings)
 
 
@@ -222,8 +257,8 @@ def taken_port():
 
 def test_a_port_taken_before_rank_zero_listens_is_replaced(taken_port, monkeypatch):
     ports = [taken_port]  # the race: free when chosen, taken by the time rank 0 listens
-    monkeypatch.setattr(launch, "free_port", lambda real=launch.free_port: ports.pop() if ports else real())
-    pool = launch.WorkerPool(2, "cpu")
+    monkeypatch.setattr("convbench.pool.free_port", lambda real=free_port: ports.pop() if ports else real())
+    pool = WorkerPool(2, "cpu")
     try:
         assert not ports and pool.alive()
         assert pool.startup_s > pool.process_group_init_s > 0
@@ -232,10 +267,10 @@ def test_a_port_taken_before_rank_zero_listens_is_replaced(taken_port, monkeypat
 
 
 def test_a_pool_that_cannot_start_leaves_no_process_behind(taken_port, monkeypatch):
-    monkeypatch.setattr(launch, "free_port", lambda: taken_port)
-    monkeypatch.setattr(launch, "_PORT_ATTEMPTS", 2)
-    with pytest.raises(launch.RankFailedError, match="EADDRINUSE"):
-        launch.WorkerPool(2, "cpu")
+    monkeypatch.setattr("convbench.pool.free_port", lambda: taken_port)
+    monkeypatch.setattr("convbench.pool._PORT_ATTEMPTS", 2)
+    with pytest.raises(RankFailedError, match="EADDRINUSE"):
+        WorkerPool(2, "cpu")
     assert [p.name for p in multiprocessing.active_children() if p.name.startswith("convbench-rank")] == []
 
 
@@ -244,9 +279,10 @@ def test_workers_of_a_killed_session_exit_even_in_the_middle_of_a_case(tmp_path)
     script.write_text(textwrap.dedent('''
         from convbench import Case, launch
         from convbench.engine import RunSettings
+        from convbench.pool import _POOLS
 
         def announce(progress):  # rank 0 has evaluated: the case is under way on every rank
-            pids = [process.pid for process in launch._POOLS[(2, "cpu")].processes]
+            pids = [process.pid for process in _POOLS[(2, "cpu")].processes]
             print("WORKERS", *pids, flush=True)
 
         if __name__ == "__main__":
@@ -302,19 +338,19 @@ def test_more_ranks_than_gpus_fail_before_any_worker_starts(gpus, monkeypatch):
         launch.run_case(SOFTMAX.replace(world_size=2, device="cuda"))
     assert str(info.value) == ("world_size=2 needs 2 GPUs, one per rank, but 1 is visible (CUDA_VISIBLE_DEVICES="
                                "'3'); valid choices: a world size up to 1, or device='cpu' (gloo)")
-    assert not launch._POOLS
+    assert not _POOLS
     with pytest.raises(CaseError, match="world_size=4 needs 4 GPUs"):
-        launch.ThroughputSession(SOFTMAX.replace(world_size=4), RunSettings())  # 'auto' picks the GPU
-    assert not launch._POOLS
+        launch.prepare(SOFTMAX.replace(world_size=4), RunSettings())  # 'auto' picks the GPU
+    assert not _POOLS
 
 
 def test_enough_gpus_pass_the_check_and_cpus_always_do(gpus):
     gpus(4)
-    launch.check_devices_for(4, torch.device("cuda", 0))
+    check_devices_for(4, torch.device("cuda", 0))
     gpus(0)
-    launch.check_devices_for(4, torch.device("cpu"))
+    check_devices_for(4, torch.device("cpu"))
     with pytest.raises(CaseError, match=r"world_size=2 on device 'mps': .* valid choices: device='auto'"):
-        launch.check_devices_for(2, torch.device("mps"))
+        check_devices_for(2, torch.device("mps"))
 
 
 @pytest.fixture
@@ -327,7 +363,7 @@ def fake_init(monkeypatch):
     monkeypatch.setattr(dist, "is_initialized", lambda: False)
     monkeypatch.setattr(dist, "init_process_group", lambda *args, **kwargs: calls.append(("init", args, kwargs)))
     monkeypatch.setattr(dist, "destroy_process_group", lambda: calls.append(("destroy",)))
-    monkeypatch.setattr(launch.atexit, "register", lambda function: calls.append(("atexit", function)))
+    monkeypatch.setattr(atexit, "register", lambda function: calls.append(("atexit", function)))
     return calls
 
 
@@ -337,11 +373,12 @@ def test_a_gpu_worker_binds_its_gpu_to_nccl_before_reporting_ready(gpus, fake_in
         monkeypatch.setenv(name, "")  # (delenv alone would not restore a variable that was not set)
         monkeypatch.delenv(name)
     tasks, results = queue.Queue(), queue.Queue()
-    tasks.put(None)  # stop at once after joining
-    launch._worker_main(1, 2, 12345, "cuda", tasks, results)
+    tasks.put(STOP)  # stop at once after joining
+    _worker_main(1, 2, 12345, "cuda", tasks, results)
     assert fake_init[:2] == [("set_device", torch.device("cuda", 1)),
                              ("init", ("nccl",), {"rank": 1, "world_size": 2, "device_id": torch.device("cuda", 1)})]
-    assert results.get_nowait()[0] == "ready"
+    ready = results.get_nowait()
+    assert isinstance(ready, Ready) and ready.rank == 1
 
 
 @pytest.mark.parametrize(("gpu_count", "local_rank", "expected"), [(4, 2, 2), (1, 3, 0)],
@@ -350,29 +387,29 @@ def test_under_torchrun_a_gpu_rank_joins_a_group_for_cuda_and_cpu_cases(gpus, fa
                                                                          gpu_count, local_rank, expected):
     gpus(gpu_count)
     monkeypatch.setenv("LOCAL_RANK", str(local_rank))
-    launch._run_under_torchrun_init(SOFTMAX.replace(device="cpu"))  # a CPU case first must not decide for all
+    join_process_group(SOFTMAX.replace(device="cpu"))  # a CPU case first must not decide for all
     device = torch.device("cuda", expected)
     assert fake_init[:2] == [("set_device", device), ("init", ("cpu:gloo,cuda:nccl",), {"device_id": device})]
-    assert fake_init[2] == ("atexit", launch._destroy_process_group)
+    assert fake_init[2] == ("atexit", destroy_process_group)
 
 
 def test_under_torchrun_more_processes_than_gpus_fail_in_one_line(gpus, fake_init, monkeypatch):
     gpus(4)
     monkeypatch.setenv("LOCAL_RANK", "5")
     with pytest.raises(CaseError, match=r"^LOCAL_RANK=5 but 4 GPUs are visible to this process; start at most 4"):
-        launch._run_under_torchrun_init(SOFTMAX)
+        join_process_group(SOFTMAX)
     assert fake_init == []
 
 
 def test_a_gpu_pool_gets_the_memory_this_process_cached_before_each_case(monkeypatch):
-    pool = launch.WorkerPool.__new__(launch.WorkerPool)  # its queues without processes behind them
+    pool = WorkerPool.__new__(WorkerPool)  # its queues without processes behind them
     pool.world_size, pool.device_type, pool._token, pool.processes = 1, "cuda", 0, []
-    pool.tasks, pool.results = [queue.Queue()], queue.Queue()
-    pool.results.put(("done", 1, 0, "rank 0's payload"))
+    pool.requests, pool.results = [queue.Queue()], queue.Queue()
+    pool.results.put(Done(token=1, rank=0, answer="rank 0's payload"))
     tasks_sent_when_emptied = []
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
-    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: tasks_sent_when_emptied.append(pool.tasks[0].qsize()))
-    assert pool.request("case", SOFTMAX, RunSettings(), timeout_s=10) == "rank 0's payload"
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: tasks_sent_when_emptied.append(pool.requests[0].qsize()))
+    assert pool.request(Request(RequestKind.RUN), SOFTMAX.id, timeout_s=10) == "rank 0's payload"
     assert tasks_sent_when_emptied == [0]  # once, before the task went out
 
 
@@ -388,7 +425,7 @@ def torchrun_result(script, processes: int = 2):
     """Run ``script`` under torchrun on this machine; what rank 0 printed after "RESULT ", as JSON."""
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     completed = subprocess.run([torchrun, "--nproc-per-node", str(processes), "--master-port",
-                                str(launch.free_port()), str(script)], capture_output=True, text=True, timeout=300,
+                                str(free_port()), str(script)], capture_output=True, text=True, timeout=300,
                                env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert completed.returncode == 0, completed.stderr[-3000:]
     line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT "))
@@ -482,10 +519,11 @@ def test_torchrun_uses_its_own_process_group(tmp_path):
         import json, os, sys
         from convbench import Case
         from convbench import launch
+        from convbench.pool import _POOLS
         case = Case(model="softmax", dataset="mnist-5k", optimizer="sgd", lr=0.5, batch_size=100, epochs=2,
                     eval_every=35, eval_train_samples=500, world_size=2)
         result = launch.run_case(case)
-        assert not launch._POOLS  # no pool of our own under torchrun
+        assert not _POOLS  # no pool of our own under torchrun
         if os.environ["RANK"] == "0":
             print("RESULT " + json.dumps({"acc": result.final["test_accuracy"], "steps": result.steps}))
     '''))
@@ -508,7 +546,7 @@ def test_torchrun_over_two_nodes_samples_each_node(tmp_path):
             print("RESULT " + json.dumps(telemetry))
     '''))
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    port = str(launch.free_port())
+    port = str(free_port())
     nodes = [subprocess.Popen([torchrun, "--nnodes", "2", "--node-rank", str(node), "--nproc-per-node", "1",
                                "--master-addr", "127.0.0.1", "--master-port", port, str(script)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -555,6 +593,32 @@ def test_world_sizes_option_expands_suites_and_records_multi_process_runs(pytest
     assert by_world[2]["final"]["test_accuracy"] == pytest.approx(by_world[1]["final"]["test_accuracy"], abs=0.005)
     lines = (pytester.path / "r.jsonl").read_text().splitlines()
     assert len(lines) == 2
+
+
+def test_the_benchmark_times_a_multi_process_run_without_its_preparation(pytester):
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(test_suite='''
+        import pytest
+        from convbench import Case
+
+        CASE = Case(model="softmax", dataset="mnist-5k", optimizer="sgd", lr=0.5, batch_size=100, steps=20,
+                    eval_every=10, eval_train_samples=200, world_size=2)
+
+        @pytest.mark.parametrize("case", [CASE.param()])
+        def test_case(convergence, case):
+            convergence(case)
+    ''')
+    result = pytester.runpytest_subprocess("--benchmark-json", "out.json", "--convbench-results", "none",
+                                           "--convbench-no-progress")
+    result.assert_outcomes(passed=1)
+    (benchmark,) = json.loads((pytester.path / "out.json").read_text())["benchmarks"]
+    timed_s, timing = benchmark["stats"]["max"], benchmark["extra_info"]["convbench"]["timing"]
+    preparation_s = timing["setup_s"] + timing["startup_s"]  # the workers loaded the data; the pool started
+    assert timing["startup_s"] > 0 and timing["pool_reused"] is False
+    # the timed call encloses every rank's training and evaluation ...
+    assert timed_s >= max(timing["train_s"], timing["eval_s"])
+    # ... and adds to them far less than the preparation, which single-process cases leave out too
+    assert timed_s - (timing["train_s"] + timing["eval_s"]) < preparation_s / 2
 
 
 def test_world_sizes_option_rejects_bad_values(pytester):
@@ -610,7 +674,7 @@ def test_a_suite_under_torchrun_is_reported_once_by_rank_zero(tmp_path):
     '''))
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     completed = subprocess.run(
-        [torchrun, "--nproc-per-node", "2", "--master-port", str(launch.free_port()), "-m", "pytest", "-q",
+        [torchrun, "--nproc-per-node", "2", "--master-port", str(free_port()), "-m", "pytest", "-q",
          "-p", "no:cacheprovider", "--benchmark-json", "out.json", "--convbench-results", "r.jsonl",
          "--convbench-no-progress", "-rs"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})

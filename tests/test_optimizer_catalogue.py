@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from convbench import Case
-from convbench.engine import run_case
+from convbench.engine import run_in_this_process
 from convbench.errors import ComponentArgumentError
 from convbench.registry import load_registry
 from convbench_plugins.ftrl import Ftrl
@@ -469,6 +469,6 @@ def test_every_catalogue_optimizer_has_a_training_learning_rate():
 def test_optimizer_trains_softmax_regression(registry, settings, name, seed):
     case = Case(model="softmax", dataset="blobs", dataset_kwargs={"seed": seed}, optimizer=name,
                 lr=TRAIN_LR[name], batch_size=None if name == "gd" else 20, steps=30, seed=seed)
-    result = run_case(case, settings)
+    result = run_in_this_process(case, settings)
     assert not result.diverged
     assert result.final_train_loss < 0.2 * result.initial_train_loss

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from convbench.case import Case
-from convbench.engine import run_case
+from convbench.engine import run_in_this_process
 from convbench.result import (
     READABLE_SCHEMAS,
     SCHEMA,
@@ -31,7 +31,7 @@ def result_json(registry) -> dict:
     from convbench.engine import RunSettings
 
     settings = RunSettings(registry=registry, telemetry_interval_s=0.05)
-    return run_case(BLOBS, settings).to_dict()
+    return run_in_this_process(BLOBS, settings).to_dict()
 
 
 def test_a_run_is_typed_and_its_json_reads_back_to_the_same_result(result_json):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from convbench.case import Case
-from convbench.engine import run_case
+from convbench.engine import run_in_this_process
 from convbench.errors import CaseError, ComponentArgumentError
 from convbench.schedule import LRControl
 
@@ -21,7 +21,7 @@ SPE = 20
 
 def lr_per_step(settings, **changes) -> list[float]:
     """The learning rate each optimizer step used, in order."""
-    result = run_case(BASE.replace(**changes), settings)
+    result = run_in_this_process(BASE.replace(**changes), settings)
     curve = result.curves["train"]
     assert curve["step"] == list(range(1, result.steps + 1))
     return curve["lr"]
@@ -110,7 +110,7 @@ def test_reduce_on_plateau_on_accuracy_maximises(registry):
 
 def test_reduce_on_plateau_runs_in_the_engine_after_evaluations(settings):
     # at lr 1e-4 no evaluation improves the val loss by the required 50%: every one is a plateau
-    result = run_case(BASE.replace(lr=1e-4, scheduler="reduce_on_plateau", eval_every=5,
+    result = run_in_this_process(BASE.replace(lr=1e-4, scheduler="reduce_on_plateau", eval_every=5,
                                    scheduler_kwargs={"patience": 0, "factor": 0.5, "threshold": 0.5}), settings)
     lrs = result.curves["eval"]["lr"]
     assert lrs[0] == 1e-4 and lrs[-1] < lrs[0] / 100
@@ -119,7 +119,7 @@ def test_reduce_on_plateau_runs_in_the_engine_after_evaluations(settings):
 
 def test_reduce_on_plateau_needs_the_monitored_split(settings):
     with pytest.raises(CaseError, match="monitors 'val_loss', but dataset 'line' has no val split"):
-        run_case(Case(model="softmax", dataset="line", optimizer="sgd", lr=0.1, batch_size=20, steps=5,
+        run_in_this_process(Case(model="softmax", dataset="line", optimizer="sgd", lr=0.1, batch_size=20, steps=5,
                       scheduler="reduce_on_plateau"), settings)
 
 
@@ -162,8 +162,8 @@ def test_warmup_multiplies_any_schedule_without_disturbing_it(settings, schedule
 def test_warmup_changes_what_the_optimizer_applies(settings):
     # full batch, warmup starting at 0: the first step moves nothing, so the second sees the same loss
     full_batch = BASE.replace(batch_size=None, epochs=None, steps=2, max_curve_points=2)
-    result = run_case(full_batch.replace(warmup_steps=10), settings)
-    plain = run_case(full_batch, settings)
+    result = run_in_this_process(full_batch.replace(warmup_steps=10), settings)
+    plain = run_in_this_process(full_batch, settings)
     first, second = result.curves["train"]["loss"]
     assert first == pytest.approx(second, rel=1e-6)
     assert plain.curves["train"]["loss"][1] < plain.curves["train"]["loss"][0]
@@ -182,7 +182,7 @@ def test_invalid_warmup_settings(changes, message):
 def test_linear_regression_records_the_w_and_b_trajectory(settings):
     case = Case(model="linear_regression", dataset="line", optimizer="sgd", lr=0.5, batch_size=20, epochs=20,
                 model_kwargs={"init": "zeros"})
-    result = run_case(case, settings)
+    result = run_in_this_process(case, settings)
     params = result.curves["params"]
     assert params["step"][0] == 0 and params["step"][1:] == result.curves["train"]["step"]
     assert params["W"][0] == 0.0 and params["b"][0] == 0.0
@@ -192,4 +192,4 @@ def test_linear_regression_records_the_w_and_b_trajectory(settings):
 
 
 def test_models_without_a_trajectory_record_none(settings):
-    assert "params" not in run_case(BASE.replace(epochs=1), settings).curves
+    assert "params" not in run_in_this_process(BASE.replace(epochs=1), settings).curves

@@ -65,33 +65,30 @@ def test_throughput_on_two_processes(pytester):
 
 def test_session_rounds_continue_through_epochs():
     case = Case(model="softmax", dataset="mnist-5k", optimizer="sgd", lr=0.1, batch_size=500, steps=1)
-    session = launch.ThroughputSession(case, warmup_steps=1)
-    seconds = [session.round(10) for _ in range(2)]  # 20 steps: almost 3 epochs of 7 batches
-    assert all(s > 0 for s in seconds)
-    assert session._local._steps_timed == 21
-    assert session.global_batch == 500
+    with launch.prepare(case) as prepared:
+        prepared.time_steps(1)  # warm-up
+        seconds = [prepared.time_steps(10) for _ in range(2)]  # 20 steps: almost 3 epochs of 7 batches
+        assert all(s > 0 for s in seconds)
+        assert prepared.prepared._steps_timed == 21
+        assert prepared.global_batch == 500
 
 
 def test_weak_scaling_throughput_counts_every_rank_batch():
     case = Case(model="softmax", dataset="mnist-5k", optimizer="sgd", lr=0.1, batch_size=50, steps=1, world_size=2,
                 scaling="weak")
-    session = launch.ThroughputSession(case, warmup_steps=1)
-    try:
-        assert session.round(5) > 0
-        assert session.global_batch == 100
-    finally:
-        session.close()
+    with launch.prepare(case) as prepared:
+        prepared.time_steps(1)  # warm-up
+        assert prepared.time_steps(5) > 0
+        assert prepared.global_batch == 100
 
 
 def test_full_batch_throughput_counts_the_whole_training_set_on_any_world_size():
     case = Case(model="softmax", dataset="mnist-5k", optimizer="sgd", lr=0.1, batch_size=None, steps=1)
     sizes = []
     for world_size in (1, 2):
-        session = launch.ThroughputSession(case.replace(world_size=world_size), warmup_steps=1)
-        try:
-            sizes.append(session.global_batch)
-        finally:
-            session.close()
+        with launch.prepare(case.replace(world_size=world_size)) as prepared:
+            prepared.time_steps(1)  # warm-up
+            sizes.append(prepared.global_batch)
     assert sizes[0] == sizes[1] > 1000  # every training image, not 0 (the case names no batch size)
 
 

@@ -106,12 +106,33 @@ def test_a_hanging_single_process_case_fails_and_the_next_case_runs(settings):
     assert result.steps == 50
 
 
+def test_a_hanging_preparation_fails_within_the_limit(settings):
+    import types
+
+    import convbench
+    from convbench.registry import load_registry
+
+    def stuck(input_shape, num_outputs):
+        threading.Event().wait(60)
+        raise RuntimeError("stuck waited 60 s and nothing interrupted it")
+
+    plugin = types.ModuleType("stuck_plugin")
+    plugin.convbench_register_models = convbench.hookimpl(lambda register: register("stuck", stuck))
+    limited = RunSettings(registry=load_registry(entry_points=False, extra_plugins=[("stuck_plugin", plugin)]),
+                          data_root=settings.data_root, timeout_s=1.0)
+    started = time.monotonic()
+    with pytest.raises(CaseTimeoutError, match=r"case '.*stuck.*' did not finish within 1 s"):
+        launch.prepare(HANGS.replace(model="stuck", dataset="mnist-5k"), limited)
+    assert time.monotonic() - started < 10
+
+
 def test_a_hanging_throughput_round_fails_within_the_limit(settings):
     limited = RunSettings(registry=settings.registry, data_root=settings.data_root, timeout_s=5.0)
-    session = launch.ThroughputSession(HANGS, limited, warmup_steps=2)  # 5 s: ample even on a busy machine
-    assert session.round(1) > 0  # the third training step still returns
-    with pytest.raises(CaseTimeoutError, match=r"throughput case .* did not finish within 5 s"):
-        session.round(5)
+    with launch.prepare(HANGS, limited) as prepared:  # 5 s: ample even on a busy machine
+        prepared.time_steps(2)  # warm-up
+        assert prepared.time_steps(1) > 0  # the third training step still returns
+        with pytest.raises(CaseTimeoutError, match=r"throughput case .* did not finish within 5 s"):
+            prepared.time_steps(5)
 
 
 def test_the_timeout_option_fails_a_hanging_case_in_one_line_and_keeps_the_others(
