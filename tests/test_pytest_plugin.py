@@ -243,6 +243,7 @@ def test_results_none_writes_nothing(pytester: pytest.Pytester) -> None:
     assert list(pytester.path.rglob("*.jsonl")) == []
 
 
+@pytest.mark.slow
 def test_interrupted_session_keeps_the_finished_case(pytester: pytest.Pytester) -> None:
     write_suite(pytester, """
         @pytest.mark.parametrize("case", [BASE.param()])

@@ -106,6 +106,7 @@ def test_a_hanging_single_process_case_fails_and_the_next_case_runs(settings):
     assert result.steps == 50
 
 
+@pytest.mark.slow
 def test_a_hanging_throughput_round_fails_within_the_limit(settings):
     limited = RunSettings(registry=settings.registry, data_root=settings.data_root, timeout_s=5.0)
     session = launch.ThroughputSession(HANGS, limited, warmup_steps=2)  # 5 s: ample even on a busy machine
@@ -114,6 +115,7 @@ def test_a_hanging_throughput_round_fails_within_the_limit(settings):
         session.round(5)
 
 
+@pytest.mark.slow
 def test_the_timeout_option_fails_a_hanging_case_in_one_line_and_keeps_the_others(
         pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, registry) -> None:
     monkeypatch.setattr(convbench.registry, "_registry", registry)
