@@ -1,9 +1,11 @@
-"""The batched augmentations: hflip, affine, color_jitter, random_crop, random_erasing.
+"""The batched augmentations: hflip, affine, color_jitter, random_crop, random_erasing, rotation.
 
 Each image of a batch gets its own random parameters. The tests check identity settings, results
 known by hand for extreme settings, that parameters differ per sample, and, for the parameters an
 augmentation drew (``make_params``), that ``apply`` gives, image by image, what torchvision's
-functional kernels give for the same parameters.
+functional kernels give for the same parameters. ``rotation`` draws no separate parameters: its angles
+are read back from where a rotated blob's centroid lands, and fixed angles are compared with
+torchvision's ``rotate``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import math
 import pytest
 import torch
 import torchvision.transforms.v2 as T
+from error_text import one_line
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
@@ -35,13 +38,6 @@ def build(reg, name, **kwargs):
     return reg.get("augmentation", name).build(kwargs)
 
 
-def one_line(exc_info) -> str:
-    message = str(exc_info.value)
-    assert message.strip(), "the error message is empty"
-    assert "\n" not in message, f"the message spans several lines: {message!r}"
-    return message
-
-
 def drawn(transform, x, seed=0):
     """Parameters drawn with a fixed seed, and the output for them."""
     torch.manual_seed(seed)
@@ -59,7 +55,7 @@ def assert_equal(actual, expected):
 
 # ============================================================================= registration
 def test_every_augmentation_is_registered_with_a_one_line_description(reg):
-    for name in NAMES:
+    for name in (*NAMES, "rotation"):
         component = reg.get("augmentation", name)
         assert component.description and "\n" not in component.description
         assert component.plugin == "convbench_plugins.augmentations"
@@ -499,6 +495,107 @@ def test_erasing_matches_torchvision_erase_per_sample(reg, value, channels):
         else:
             v = torch.tensor(value if isinstance(value, list) else [value]).view(-1, 1, 1)
         assert_equal(out[k], TF.erase(x[k], i, j, h, w, v))
+
+
+# ================================================================================ rotation
+def rotation(reg, **kwargs):
+    return reg.get("augmentation", "rotation").build(kwargs)
+
+
+def test_rotation_by_zero_degrees_is_identity(reg):
+    x = torch.rand(3, 2, 7, 9)
+    torch.testing.assert_close(rotation(reg, degrees=0)(x), x, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("hw", [(8, 8), (6, 10), (10, 6)])
+def test_rotation_by_180_is_flip(reg, hw):
+    x = torch.rand(2, 3, *hw)
+    out = rotation(reg, degrees=(180, 180))(x)
+    torch.testing.assert_close(out, torch.flip(x, dims=(2, 3)), atol=1e-5, rtol=0)
+
+
+def test_rotation_by_90_on_non_square_image(reg):
+    # H=6, W=10; pixel-space rotation about the centre. Columns 2..7 of the output see the whole
+    # rotated image: out[i, j] = x[j - 2, 7 - i]; columns 0, 1, 8, 9 fall outside and take the fill.
+    x = torch.rand(1, 1, 6, 10)
+    out = rotation(reg, degrees=(90, 90), fill=0.7)(x)[0, 0]
+    expected = torch.full((6, 10), 0.7)
+    for i in range(6):
+        for j in range(2, 8):
+            expected[i, j] = x[0, 0, j - 2, 7 - i]
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("angle", [20.0, -37.0, 90.0])
+@pytest.mark.parametrize("hw", [(6, 10), (10, 6), (15, 15)])
+def test_rotation_matches_torchvision_rotate(reg, angle, hw):
+    # torchvision rotates counter-clockwise about the centre with bilinear sampling and zero fill
+    x = torch.rand(2, 3, *hw)
+    out = rotation(reg, degrees=(angle, angle))(x)
+    reference = TF.rotate(x, angle, interpolation=InterpolationMode.BILINEAR)
+    torch.testing.assert_close(out, reference, atol=1e-5, rtol=0)
+
+
+def test_rotation_fill_pads_with_a_constant(reg):
+    # bilinear sampling of the image padded with `fill`: a constant image filled with the same
+    # constant stays constant, at every angle, including the corners
+    x = torch.full((4, 1, 6, 10), 0.3)
+    out = rotation(reg, degrees=45, fill=0.3)(x)
+    torch.testing.assert_close(out, x, atol=1e-6, rtol=0)
+
+
+def blob_angles(images: torch.Tensor) -> torch.Tensor:
+    """Counter-clockwise angle (degrees) of each image's intensity centroid about the image centre."""
+    _, _, h, w = images.shape
+    ys = torch.arange(h, dtype=torch.float64) - (h - 1) / 2
+    xs = torch.arange(w, dtype=torch.float64) - (w - 1) / 2
+    mass = images[:, 0].double()
+    total = mass.sum(dim=(1, 2))
+    cy = (mass * ys[:, None]).sum(dim=(1, 2)) / total
+    cx = (mass * xs[None, :]).sum(dim=(1, 2)) / total
+    return torch.rad2deg(torch.atan2(-cy, cx))  # image rows grow downwards
+
+
+def test_rotation_draws_one_angle_per_sample_within_range(reg):
+    # a Gaussian blob 10 pixels right of the centre: its centroid's angle after rotation is the angle drawn
+    size = 33
+    yy, xx = torch.meshgrid(torch.arange(size) - 16.0, torch.arange(size) - 16.0, indexing="ij")
+    blob = torch.exp(-((xx - 10) ** 2 + yy**2) / (2 * 1.5**2))
+    assert blob_angles(blob[None, None]).abs().item() < 1e-9
+    batch = blob.expand(16, 1, size, size).contiguous()
+    torch.manual_seed(0)
+    angles = blob_angles(rotation(reg, degrees=30)(batch))
+    assert angles.abs().max() <= 30 + 1.0
+    assert angles.min() < 0 < angles.max()
+    gaps = (angles[:, None] - angles[None, :]).abs() + torch.eye(16, dtype=torch.float64) * 1e9
+    assert gaps.min() > 1e-3, "two samples got the same rotation"
+    # a fixed angle is recovered by the same measurement
+    fixed = blob_angles(rotation(reg, degrees=(20, 20))(batch[:2]))
+    torch.testing.assert_close(fixed, torch.full((2,), 20.0, dtype=torch.float64), atol=1.0, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rotation_keeps_shape_dtype_device(reg, dtype):
+    x = torch.rand(5, 3, 12, 7, dtype=dtype)
+    out = rotation(reg)(x)
+    assert out.shape == x.shape
+    assert out.dtype == dtype
+    assert out.device == x.device
+
+
+def test_rotation_of_a_3d_input_is_a_clear_error(reg):
+    with pytest.raises(ValueError) as exc_info:
+        rotation(reg)(torch.rand(1, 28, 28))
+    message = one_line(exc_info)
+    assert "(N, C, H, W)" in message
+    assert "(1, 28, 28)" in message
+
+
+@pytest.mark.parametrize("kwargs", [{"degrees": -5}, {"degrees": (10, -10)}])
+def test_rotation_invalid_degrees_is_one_line_error(reg, kwargs):
+    with pytest.raises(ComponentArgumentError) as exc_info:
+        rotation(reg, **kwargs)
+    assert "degrees" in one_line(exc_info)
 
 
 # ============================================================================ composition

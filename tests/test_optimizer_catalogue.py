@@ -1,6 +1,7 @@
-"""The optimizer catalogue: every name, its class and library defaults, the TensorFlow-only update rules
-(FTRL-Proximal, proximal Adagrad, proximal gradient descent) against hand-computed steps, argument
-errors, and a short training run per optimizer through the engine.
+"""The optimizer catalogue: every name, its class and library defaults, the update rules against
+hand-computed steps (torch's SGD, momentum, Nesterov, Adam and RMSprop as documented; the TensorFlow-only
+FTRL-Proximal, proximal Adagrad and proximal gradient descent), argument errors, and a short training
+run per optimizer through the engine.
 
 Hand computations are in float64 on 3-element tensors and are written out below coordinate by
 coordinate; the numbers are chosen so that the square roots are exact (0.09 + 0.4**2 = 0.5**2,
@@ -15,11 +16,12 @@ import inspect
 
 import pytest
 import torch
+from error_text import one_line
 
 from convbench import Case
 from convbench.engine import run_in_this_process
 from convbench.errors import ComponentArgumentError
-from convbench.registry import load_registry
+from convbench.registry import BUILTIN_PLUGINS, load_registry
 from convbench_plugins.ftrl import Ftrl
 from convbench_plugins.proximal import ProximalAdagrad, ProximalGradientDescent
 
@@ -67,11 +69,20 @@ TF_CATALOGUE = {
     "proximal_gd": (ProximalGradientDescent, {"l1": 0.0, "l2": 0.0}),
 }
 CATALOGUE = sorted(TORCH_CATALOGUE) + sorted(TF_CATALOGUE)
+# torch's documented defaults, written out rather than read from its signatures (with convbench's presets)
+DOCUMENTED_DEFAULTS = {
+    "sgd": {"momentum": 0, "dampening": 0, "weight_decay": 0, "nesterov": False},
+    "momentum": {"momentum": 0.9, "dampening": 0, "weight_decay": 0, "nesterov": False},
+    "nesterov": {"momentum": 0.9, "dampening": 0, "weight_decay": 0, "nesterov": True},
+    "adam": {"betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0, "amsgrad": False},
+    "rmsprop": {"alpha": 0.99, "eps": 1e-8, "weight_decay": 0, "momentum": 0, "centered": False},
+}
 
 
 def test_catalogue_is_registered_by_the_builtin_optimizer_plugin(reg):
     assert reg.problems == []
-    assert set(CATALOGUE) <= set(reg.names("optimizer"))
+    # equal, not a subset: a built-in optimizer added without a row here fails instead of going untested
+    assert {c.name for c in reg.components("optimizer") if c.plugin in BUILTIN_PLUGINS} == set(CATALOGUE)
     for name in CATALOGUE:
         component = reg.get("optimizer", name)
         assert component.plugin == "convbench_plugins.optimizers"
@@ -94,8 +105,18 @@ def test_torch_optimizer_has_torch_defaults(reg, name):
         assert group[parameter.name] == expected, f"{name}: {parameter.name}={group[parameter.name]!r}"
         compared += 1
     assert compared >= 4
+    for key, value in DOCUMENTED_DEFAULTS.get(name, {}).items():
+        assert group[key] == value, f"{name}: {key}={group[key]!r}, expected {value!r}"
     # the catalogue registers no hidden defaults beyond the documented presets
     assert dict(reg.get("optimizer", name).defaults) == presets
+
+
+def test_preset_momentum_can_be_overridden(reg):
+    opt = build(reg, "momentum", {"momentum": 0.5})
+    assert opt.param_groups[0]["momentum"] == 0.5
+    opt = build(reg, "nesterov", {"momentum": 0.7})
+    assert opt.param_groups[0]["momentum"] == 0.7
+    assert opt.param_groups[0]["nesterov"] is True
 
 
 @pytest.mark.parametrize("name", sorted(TF_CATALOGUE))
@@ -128,6 +149,87 @@ def test_tensorflow_only_defaults_drive_the_update(reg):
     w.grad = f64(0.3)
     opt.step()
     close(w.detach(), f64(1.0 - 0.5 * 0.3 / 0.19**0.5))
+
+
+# ================================================================== torch's update rules
+W0 = f64(1.0, -2.0, 0.5)
+G1 = f64(0.3, -1.0, 2.0)
+G2 = f64(-0.5, 0.25, 1.0)
+
+
+def run_steps(opt, param, grads):
+    for grad in grads:
+        param.grad = grad.clone()
+        opt.step()
+    return param.detach().clone()
+
+
+def test_sgd_one_step_is_w_minus_lr_g(reg):
+    param = W0.clone().requires_grad_()
+    opt = build(reg, "sgd", lr=0.1, params=[param])
+    got = run_steps(opt, param, [G1])
+    expected = f64(1.0 - 0.1 * 0.3, -2.0 + 0.1 * 1.0, 0.5 - 0.1 * 2.0)
+    torch.testing.assert_close(got, expected)
+
+
+def test_momentum_two_steps_heavy_ball(reg):
+    lr, mu = 0.1, 0.9
+    param = W0.clone().requires_grad_()
+    opt = build(reg, "momentum", lr=lr, params=[param])
+    got = run_steps(opt, param, [G1, G2])
+    # v = mu * v + g (v starts at 0); w -= lr * v
+    v1 = G1
+    w1 = W0 - lr * v1
+    v2 = mu * v1 + G2
+    w2 = w1 - lr * v2
+    torch.testing.assert_close(got, w2)
+    # written out by hand for the first coordinate: 1 - .1*.3 - .1*(.9*.3 - .5) = 0.993
+    assert got[0].item() == pytest.approx(0.993)
+
+
+def test_nesterov_two_steps(reg):
+    lr, mu = 0.1, 0.9
+    param = W0.clone().requires_grad_()
+    opt = build(reg, "nesterov", lr=lr, params=[param])
+    got = run_steps(opt, param, [G1, G2])
+    # torch docs: b_t = mu * b_{t-1} + g_t (b_1 = g_1); with Nesterov the step is g_t + mu * b_t
+    b1 = G1
+    w1 = W0 - lr * (G1 + mu * b1)
+    b2 = mu * b1 + G2
+    w2 = w1 - lr * (G2 + mu * b2)
+    torch.testing.assert_close(got, w2)
+    # first coordinate by hand: 1 - .1*(.3 + .27) - .1*(-.5 + .9*(.27 - .5)) = 0.943 + 0.0707 = 1.0137
+    assert got[0].item() == pytest.approx(1.0137)
+
+
+def test_adam_two_steps(reg):
+    lr, b1, b2, eps = 0.01, 0.9, 0.999, 1e-8
+    param = W0.clone().requires_grad_()
+    opt = build(reg, "adam", lr=lr, params=[param])
+    after_one = run_steps(opt, param, [G1])
+    # first step: bias-corrected m = g, v = g^2, so each coordinate moves by lr * sign(g)
+    torch.testing.assert_close(after_one, W0 - lr * G1 / (G1.abs() + eps))
+    got = run_steps(opt, param, [G2])
+    m = (1 - b1) * G1
+    v = (1 - b2) * G1**2
+    m = b1 * m + (1 - b1) * G2
+    v = b2 * v + (1 - b2) * G2**2
+    m_hat, v_hat = m / (1 - b1**2), v / (1 - b2**2)
+    torch.testing.assert_close(got, after_one - lr * m_hat / (v_hat.sqrt() + eps))
+
+
+def test_rmsprop_two_steps(reg):
+    lr, alpha, eps = 0.01, 0.99, 1e-8
+    param = W0.clone().requires_grad_()
+    opt = build(reg, "rmsprop", lr=lr, params=[param])
+    got = run_steps(opt, param, [G1, G2])
+    v1 = (1 - alpha) * G1**2
+    w1 = W0 - lr * G1 / (v1.sqrt() + eps)
+    v2 = alpha * v1 + (1 - alpha) * G2**2
+    w2 = w1 - lr * G2 / (v2.sqrt() + eps)
+    torch.testing.assert_close(got, w2)
+    # first step alone moves each coordinate by lr * g / (0.1 |g|) = 0.1 * sign(g)
+    assert w1[0].item() == pytest.approx(1.0 - 0.1, rel=1e-6)
 
 
 # ======================================================================================= FTRL
@@ -386,10 +488,69 @@ def test_proximal_adagrad_l1_and_l2():
 
 
 # ================================================================================ errors
-def one_line(exc_info) -> str:
-    message = str(exc_info.value)
-    assert message.strip() and "\n" not in message, f"not a one-line message: {message!r}"
-    return message
+# a misspelt kwarg, and arguments the torch class is documented to take
+UNKNOWN_KWARG_CASES = {
+    "sgd": ("momentun", ["momentum", "dampening", "weight_decay", "nesterov"]),
+    "momentum": ("momentun", ["momentum", "dampening", "weight_decay", "nesterov"]),
+    "nesterov": ("nesterov_", ["momentum", "dampening", "weight_decay", "nesterov"]),
+    "adam": ("beta", ["betas", "eps", "weight_decay", "amsgrad"]),
+    "rmsprop": ("alpah", ["alpha", "eps", "momentum", "centered", "weight_decay"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNKNOWN_KWARG_CASES))
+def test_optimizer_unknown_kwarg_is_one_line_error(reg, name):
+    bad, valid = UNKNOWN_KWARG_CASES[name]
+    with pytest.raises(ComponentArgumentError) as exc_info:
+        build(reg, name, {bad: 1})
+    message = one_line(exc_info)
+    assert repr(bad) in message
+    assert repr(name) in message
+    assert "valid arguments: " in message
+    listed = [a.strip() for a in message.split("valid arguments: ", 1)[1].split(",")]
+    for argument in valid:
+        assert argument in listed, f"{argument!r} missing from {listed}"
+    # params and lr come from the engine; they are not for the user to set
+    assert "params" not in listed
+    assert "lr" not in listed
+    assert bad not in listed
+
+
+def test_optimizer_lr_in_kwargs_is_rejected_as_unknown(reg):
+    # the learning rate is the engine's (Case.lr) and arrives through the context
+    with pytest.raises(ComponentArgumentError) as exc_info:
+        build(reg, "sgd", {"lr": 0.5})
+    assert "'lr'" in one_line(exc_info)
+
+
+@pytest.mark.parametrize("name", sorted(DOCUMENTED_DEFAULTS))
+def test_torch_optimizer_negative_lr_is_one_line_error(reg, name):
+    with pytest.raises(ComponentArgumentError) as exc_info:
+        build(reg, name, lr=-0.25)
+    message = one_line(exc_info)
+    assert repr(name) in message
+    assert "-0.25" in message
+    assert isinstance(exc_info.value.__cause__, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "shown"),
+    [
+        ("sgd", {"momentum": -1}, "momentum=-1"),
+        ("momentum", {"momentum": -1}, "momentum=-1"),
+        ("nesterov", {"momentum": -1}, "momentum=-1"),
+        ("nesterov", {"momentum": 0}, "momentum=0"),  # Nesterov needs a momentum
+        ("adam", {"betas": (1.5, 0.999)}, "betas=(1.5, 0.999)"),
+        ("adam", {"eps": -1.0}, "eps=-1.0"),
+        ("rmsprop", {"alpha": -0.5}, "alpha=-0.5"),
+    ],
+)
+def test_torch_optimizer_rejected_value_is_one_line_error(reg, name, kwargs, shown):
+    with pytest.raises(ComponentArgumentError) as exc_info:
+        build(reg, name, kwargs)
+    message = one_line(exc_info)
+    assert repr(name) in message
+    assert shown in message
 
 
 @pytest.mark.parametrize(

@@ -50,20 +50,10 @@ BASE = Case(model="softmax", optimizer="sgd", lr=0.5, dataset="mnist-5k", steps=
 """
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Softmax on 100 images gains nothing from a second thread, and on a busy two-core machine
-    torch's spinning worker threads make every inner case several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(autouse=True)
 def _isolated(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every inner session sees the default scale and has its own rootdir."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # for the subprocess, as `_one_torch_thread` here
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # for the subprocess, as conftest's `_one_torch_thread` here
     monkeypatch.delenv(SCALE_ENV, raising=False)
     monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
     pytester.makeini("[pytest]\n")
@@ -254,6 +244,7 @@ def test_results_none_writes_nothing(pytester: pytest.Pytester) -> None:
     assert list(pytester.path.rglob("*.jsonl")) == []
 
 
+@pytest.mark.slow
 def test_interrupted_session_keeps_the_finished_case(pytester: pytest.Pytester) -> None:
     write_suite(pytester, """
         @pytest.mark.parametrize("case", [BASE.param()])

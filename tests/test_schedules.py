@@ -1,4 +1,5 @@
-"""LR schedulers at their intervals, linear warmup, and parameter trajectories, through the engine."""
+"""LR schedulers, built directly and at their intervals through the engine; linear warmup; parameter
+trajectories."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import math
 
 import pytest
 import torch
+from error_text import one_line
 
 from convbench.case import Case
 from convbench.engine import run_in_this_process
@@ -131,7 +133,8 @@ def test_reduce_on_plateau_rejects_a_malformed_monitor(registry):
 
 @pytest.mark.parametrize(("name", "kwargs", "message"), [
     ("tf_exponential", {"decay_rate": 0.5, "decay_steps": 0}, "decay_steps=0 must be a positive integer"),
-    ("step", {}, "step_size"),
+    ("step", {}, "step_size"),  # a required argument missing
+    ("exponential", {}, "gamma"),
     ("cosine_restarts", {}, "T_0"),
 ])
 def test_bad_scheduler_arguments_are_one_line_errors(registry, name, kwargs, message):
@@ -139,7 +142,47 @@ def test_bad_scheduler_arguments_are_one_line_errors(registry, name, kwargs, mes
     with pytest.raises(ComponentArgumentError, match=message) as info:
         registry.get("scheduler", name).build(kwargs, context={"optimizer": optimizer},
                                               optional_context={"total_steps": 10})
-    assert "\n" not in str(info.value)
+    assert repr(name) in one_line(info)
+
+
+def test_scheduler_unknown_kwarg_suggests_the_right_one(registry):
+    with pytest.raises(ComponentArgumentError) as exc_info:
+        registry.get("scheduler", "step").build({"step_sise": 3}, context={"optimizer": sgd_for_scheduler()})
+    message = one_line(exc_info)
+    assert "'step_sise'" in message
+    assert "did you mean 'step_size'" in message
+
+
+# ---------------------------------------------------------------- built directly, stepped by hand
+def sgd_for_scheduler(lr=0.1):
+    return torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+
+
+def lrs_over_steps(scheduler, opt, k):
+    seen = []
+    for _ in range(k):
+        opt.step()
+        scheduler.step()
+        seen.append(opt.param_groups[0]["lr"])
+    return seen
+
+
+@pytest.mark.parametrize(("kwargs", "gamma"), [({"step_size": 3}, 0.1), ({"step_size": 4, "gamma": 0.5}, 0.5)])
+def test_step_scheduler(registry, kwargs, gamma):
+    opt = sgd_for_scheduler(0.2)
+    sched = registry.get("scheduler", "step").build(kwargs, context={"optimizer": opt})
+    assert isinstance(sched, torch.optim.lr_scheduler.StepLR)
+    seen = lrs_over_steps(sched, opt, 10)
+    expected = [0.2 * gamma ** (k // kwargs["step_size"]) for k in range(1, 11)]
+    assert seen == pytest.approx(expected, rel=1e-9)
+
+
+def test_exponential_scheduler(registry):
+    opt = sgd_for_scheduler(0.2)
+    sched = registry.get("scheduler", "exponential").build({"gamma": 0.8}, context={"optimizer": opt})
+    assert isinstance(sched, torch.optim.lr_scheduler.ExponentialLR)
+    seen = lrs_over_steps(sched, opt, 6)
+    assert seen == pytest.approx([0.2 * 0.8**k for k in range(1, 7)], rel=1e-9)
 
 
 # ----------------------------------------------------------------------------------- warmup

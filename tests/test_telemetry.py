@@ -502,7 +502,7 @@ def rank_telemetry(index: int, host: str, utilisation: list[int], error: Any = N
 
 
 def test_merged_ranks_list_every_gpu_with_its_rank_and_host():
-    from convbench.report.plots import utilisation_series
+    from convbench.report.figures.utilisation import utilisation_series
     from convbench.report.scaling import _device_utilisation
     from convbench.telemetry import merge_ranks
 
@@ -518,7 +518,7 @@ def test_merged_ranks_list_every_gpu_with_its_rank_and_host():
 
 
 def test_merged_ranks_of_several_machines_name_the_host():
-    from convbench.report.plots import utilisation_series
+    from convbench.report.figures.utilisation import utilisation_series
     from convbench.report.scaling import _device_utilisation
     from convbench.telemetry import merge_ranks
 

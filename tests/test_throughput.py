@@ -35,6 +35,7 @@ def fresh_pools():
     launch.close_pools()
 
 
+@pytest.mark.slow
 def test_throughput_rounds_are_pytest_benchmark_rounds(pytester):
     pytester.makeini("[pytest]\n")
     pytester.makepyfile(test_speed=SUITE)
@@ -50,6 +51,7 @@ def test_throughput_rounds_are_pytest_benchmark_rounds(pytester):
     assert info["round_s"]["min"] <= info["round_s"]["mean"] <= info["round_s"]["max"]
 
 
+@pytest.mark.slow
 def test_throughput_on_two_processes(pytester):
     pytester.makeini("[pytest]\n")
     pytester.makepyfile(test_speed=SUITE)
@@ -73,6 +75,7 @@ def test_session_rounds_continue_through_epochs():
         assert prepared.global_batch == 500
 
 
+@pytest.mark.slow
 def test_weak_scaling_throughput_counts_every_rank_batch():
     case = Case(model="softmax", dataset="mnist-5k", optimizer="sgd", lr=0.1, batch_size=50, steps=1, world_size=2,
                 scaling="weak")
@@ -82,6 +85,7 @@ def test_weak_scaling_throughput_counts_every_rank_batch():
         assert prepared.global_batch == 100
 
 
+@pytest.mark.slow
 def test_full_batch_throughput_counts_the_whole_training_set_on_any_world_size():
     case = Case(model="softmax", dataset="mnist-5k", optimizer="sgd", lr=0.1, batch_size=None, steps=1)
     sizes = []
@@ -95,11 +99,12 @@ def test_full_batch_throughput_counts_the_whole_training_set_on_any_world_size()
 def test_bad_round_settings_fail_in_one_line(pytester):
     pytester.makeini("[pytest]\n")
     pytester.makepyfile(test_speed=SUITE.replace("steps=50", "steps=0"))
-    result = pytester.runpytest_subprocess()
+    result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*throughput steps=0: expected a positive integer*"])
 
 
+@pytest.mark.slow
 def test_report_tabulates_throughput_with_speedup_over_world_size_one(pytester, tmp_path, capsys):
     import csv
 

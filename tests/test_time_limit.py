@@ -126,6 +126,7 @@ def test_a_hanging_preparation_fails_within_the_limit(settings):
     assert time.monotonic() - started < 10
 
 
+@pytest.mark.slow
 def test_a_hanging_throughput_round_fails_within_the_limit(settings):
     limited = RunSettings(registry=settings.registry, data_root=settings.data_root, timeout_s=5.0)
     with launch.prepare(HANGS, limited) as prepared:  # 5 s: ample even on a busy machine
@@ -135,6 +136,7 @@ def test_a_hanging_throughput_round_fails_within_the_limit(settings):
             prepared.time_steps(5)
 
 
+@pytest.mark.slow
 def test_the_timeout_option_fails_a_hanging_case_in_one_line_and_keeps_the_others(
         pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, registry) -> None:
     monkeypatch.setattr(convbench.registry, "_registry", registry)
