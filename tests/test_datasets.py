@@ -24,7 +24,7 @@ import torchvision.datasets.cifar
 import torchvision.datasets.mnist
 import torchvision.datasets.utils
 from error_text import one_line
-from idx_files import write_idx_images, write_idx_labels
+from idx_files import write_idx_dataset
 
 from convbench import Case
 from convbench.engine import RunSettings, prepare_in_this_process, run_in_this_process
@@ -177,16 +177,7 @@ def mnist_root(tmp_path_factory):
     """A root holding MNIST/raw/ with 30 train and 12 test images in the uncompressed IDX format."""
     root = tmp_path_factory.mktemp("mnist_root")
     raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(1234)
-    files = {}
-    for prefix, n in (("train", 30), ("t10k", 12)):
-        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-        images[0, 0, 0], images[1, 0, 0] = 0, 255  # make sure both ends of the range occur
-        labels = np.arange(n, dtype=np.uint8) % 10
-        write_idx_images(raw / f"{prefix}-images-idx3-ubyte", images)
-        write_idx_labels(raw / f"{prefix}-labels-idx1-ubyte", labels)
-        files[prefix] = (images, labels)
+    files = write_idx_dataset(raw, seed=1234)
     # the header is the real on-disk format: big-endian magic 0x00000803 then the dims
     header = (raw / "train-images-idx3-ubyte").read_bytes()[:16]
     assert header == bytes([0, 0, 8, 3, 0, 0, 0, 30, 0, 0, 0, 28, 0, 0, 0, 28])
@@ -250,16 +241,7 @@ def fashion_root(tmp_path_factory):
     """A root holding FashionMNIST/raw/ (torchvision's `raw_folder`) with 30 train and 12 test images."""
     root = tmp_path_factory.mktemp("fashion_root")
     raw = root / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(20240)
-    files = {}
-    for prefix, n in (("train", 30), ("t10k", 12)):
-        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-        images[0, 0, 0], images[1, 0, 0] = 0, 255
-        labels = (np.arange(n, dtype=np.uint8) * 3) % 10
-        write_idx_images(raw / f"{prefix}-images-idx3-ubyte", images)
-        write_idx_labels(raw / f"{prefix}-labels-idx1-ubyte", labels)
-        files[prefix] = (images, labels)
+    files = write_idx_dataset(raw, seed=20240, label_step=3)
     header = (raw / "t10k-labels-idx1-ubyte").read_bytes()[:8]
     assert header == bytes([0, 0, 8, 1, 0, 0, 0, 12])  # big-endian magic 2049, then the count
     return root, files
