@@ -1,9 +1,10 @@
 """`convbench compare BASE NEW`, on results of a real (tiny) benchmark session.
 
-The module runs one pytest session in a subprocess: two single-seed softmax cases, one case with three
-seeds and one that diverges. Regressions are made deterministically by editing copies of that
-session's JSON (a train time scaled, an accuracy lowered, a run marked diverged), and every expected
-number is computed here from the edited JSON.
+The inputs are checked in (``tests/data``, made by ``tests/data/make_fixtures.py``): ``compare.json`` and
+its results file ``compare.jsonl`` hold two single-seed softmax cases, one case with three seeds and one
+that diverges (the suite ``tests/data/suites/compare.py``). Regressions are made deterministically by
+editing copies of that session's JSON (a train time scaled, an accuracy lowered, a run marked diverged),
+and every expected number is computed here from the edited JSON.
 """
 
 from __future__ import annotations
@@ -18,39 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from suite_runs import run_suite
 
 from convbench.cli import main
 
-SUITE = """
-import pytest
-from convbench import Case, grid
-
-BASE = Case(model="softmax", optimizer="sgd", lr=0.5, dataset="mnist-5k", steps=20, eval_every=5,
-            eval_train_samples=500, target_accuracy=0.5)
-
-
-@pytest.mark.parametrize("case", grid(BASE, lr=[0.1, 0.5]))
-def test_single(convergence, case):
-    convergence(case)
-
-
-@pytest.mark.parametrize("case", grid(BASE, seed=[0, 1, 2]))
-def test_seeded(convergence, case):
-    convergence(case)
-
-
-@pytest.mark.parametrize("case", [BASE.replace(lr=100.0).param()])
-def test_diverging(convergence, case):
-    convergence(case)
-"""
+DATA = Path(__file__).parent / "data"
 
 Benches = dict[str, dict]  # test name -> pytest-benchmark entry
 
 
 @dataclass
 class Study:
-    folder: Path
     json_path: Path
     jsonl_path: Path
     document: dict
@@ -69,11 +47,9 @@ class Study:
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory) -> Study:
-    folder = tmp_path_factory.mktemp("compare")
-    run_suite(folder, SUITE, "--convbench-results", "results.jsonl", file_name="test_compare_suite.py")
-    document = json.loads((folder / "out.json").read_text(encoding="utf-8"))
-    found = Study(folder, folder / "out.json", folder / "results.jsonl", document)
+def study() -> Study:
+    document = json.loads((DATA / "compare.json").read_text(encoding="utf-8"))
+    found = Study(DATA / "compare.json", DATA / "compare.jsonl", document)
     results = {name: b["extra_info"]["convbench"] for name, b in found.benches().items()}
     assert len(results) == 6 and len(found.seeded()) == 3
     for name, result in results.items():  # every case converged but the diverging one
@@ -319,15 +295,23 @@ def test_one_seed_diverging_is_a_regression(study: Study, tmp_path: Path, capsys
     assert "stopped converging (diverged)" in row["status"]
 
 
+def failed_before_training() -> dict:
+    """What the results file holds for a case that failed before training (a real one: no such optimizer)."""
+    lines = (DATA / "failures.jsonl").read_text(encoding="utf-8").splitlines()
+    (failed,) = [e for e in (json.loads(line)["extra_info"]["convbench"] for line in lines) if "schema" not in e]
+    return failed
+
+
 def test_case_that_failed_before_training_in_a_results_file(study: Study, tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     name = study.test("test_single", lr=0.1)
     lines = study.jsonl_path.read_text(encoding="utf-8").splitlines()
     entries = [json.loads(line) for line in lines]
     (entry,) = [e for e in entries if e["fullname"] == name]
-    measured = entry["extra_info"]["convbench"]
-    entry["extra_info"]["convbench"] = {"case_id": measured["case_id"], "scale": measured["scale"],
-                                        "outcome": "failed", "error": "boom", "group": measured["group"]}
+    measured, failed = entry["extra_info"]["convbench"], failed_before_training()
+    # that record, for this case: the same fields, the outcome and error of the real failure
+    entry["extra_info"]["convbench"] = {**failed, "case_id": measured["case_id"], "scale": measured["scale"],
+                                        "group": measured["group"]}
     path = tmp_path / "crashed.jsonl"
     path.write_text("".join(json.dumps(e) + "\n" for e in entries), encoding="utf-8")
     code, out, err = run_compare(capsys, study.jsonl_path, path)
@@ -336,7 +320,7 @@ def test_case_that_failed_before_training_in_a_results_file(study: Study, tmp_pa
     assert "stopped converging (failed before training)" in row["status"]
     assert row["train_s new"] == "-" and row["time"] == "-"
     assert list(regressions(out)) == [name]
-    assert "boom" in err  # the loader's warning about it
+    assert failed["error"] in err  # the loader's warning about it
 
 
 # ------------------------------------------------------------------------------------- seeds

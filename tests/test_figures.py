@@ -1,9 +1,10 @@
 """`convbench report` figures, checked against the numbers of a real (tiny) benchmark session.
 
-The module runs one pytest session in a subprocess: an lr x batch_size grid of softmax runs on mnist-5k with
-two seeds each and an accuracy target; sgd and adam at two learning rates with a higher target (one run
-misses it); and one linear-regression run, which records its W and b trajectory. Checks read the plotted
-data back from the matplotlib figures and compare it with that session's benchmark JSON.
+The input is checked in: ``tests/data/figures.json``, made by ``tests/data/make_fixtures.py`` from the
+suite ``tests/data/suites/figures.py``: an lr x batch_size grid of softmax runs on mnist-5k with two seeds
+each and an accuracy target; sgd and adam at two learning rates with a higher target (one run misses it);
+and one linear-regression run, which records its W and b trajectory. Checks read the plotted data back
+from the matplotlib figures and compare it with that session's benchmark JSON.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from suite_runs import run_suite
 
 from convbench.cli import main
 from convbench.report import identity
@@ -34,37 +34,11 @@ from convbench.report.figures.targets import performance_ratios, profile_figure,
 from convbench.report.figures.utilisation import utilisation_figure, utilisation_series
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-SUITE = """
-import pytest
-from convbench import Case, grid
-
-BASE = Case(model="softmax", optimizer="sgd", lr=0.1, dataset="mnist-5k", steps=20, eval_every=5,
-            eval_train_samples=200)
-
-
-@pytest.mark.parametrize("case", grid(BASE.replace(target_accuracy=0.6), lr=[0.05, 0.5], batch_size=[32, 64],
-                                      seed=[0, 1]))
-def test_grid(convergence, case):
-    convergence(case)
-
-
-@pytest.mark.parametrize("case", grid(BASE.replace(target_accuracy=0.7), optimizer=["sgd", "adam"],
-                                      lr=[0.001, 0.3]))
-def test_optimizers(convergence, case):
-    convergence(case)
-
-
-@pytest.mark.parametrize("case", [Case(model="linear_regression", optimizer="sgd", lr=0.1,
-                                       dataset="linear-regression", steps=20, eval_every=5).param()])
-def test_linear(convergence, case):
-    convergence(case)
-"""
+DATA = Path(__file__).parent / "data"
 
 
 @dataclass
 class Suite:
-    folder: Path
     json_path: Path
     records: list[dict]  # as the report reads them (with "group")
 
@@ -73,14 +47,12 @@ class Suite:
 
 
 @pytest.fixture(scope="module")
-def suite(tmp_path_factory: pytest.TempPathFactory) -> Suite:
-    folder = tmp_path_factory.mktemp("figures")
-    run_suite(folder, SUITE)
-    records = loader.load(folder / "out.json").records
+def suite() -> Suite:
+    records = loader.load(DATA / "figures.json").records
     assert len(records) == 13
     missed = [r for r in records if r["target"]["value"] is not None and not r["target"]["reached"]]
     assert missed, "the suite should have a run that misses its target"
-    return Suite(folder, folder / "out.json", records)
+    return Suite(DATA / "figures.json", records)
 
 
 def run_report(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
@@ -438,6 +410,7 @@ def _headless(chromium: str, profile: Path, *args: str) -> subprocess.CompletedP
                           capture_output=True, text=True, timeout=120, check=False)
 
 
+@pytest.mark.slow
 def test_index_in_a_headless_browser(full_report: Path, tmp_path: Path) -> None:
     chromium = _chromium()
     index = full_report / "index.html"
@@ -654,6 +627,7 @@ def test_a_figure_factory_that_builds_no_figure_kind_is_skipped(
     assert (tmp_path / "out" / "figures" / "test_grid-loss.png").is_file()
 
 
+@pytest.mark.slow
 def test_the_report_loads_figures_without_torch(suite: Suite, tmp_path: Path) -> None:
     """`convbench report` needs the figure plugins, not the training components (torch takes seconds to import)."""
     script = ("import sys; from convbench.cli import main; "

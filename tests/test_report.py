@@ -1,14 +1,18 @@
-"""`convbench report` and `convbench list`, on results produced by a real (tiny) benchmark session.
+"""`convbench report` and `convbench list`, on the results of real (tiny) benchmark sessions.
 
-The module runs one pytest session in a subprocess: four softmax cases on mnist-5k in two groups, one of
-them with a learning rate large enough to diverge. Every check compares the report with the numbers
-in that session's benchmark JSON, never with constants.
+The inputs are checked in (``tests/data``, made by ``tests/data/make_fixtures.py`` from the suites in
+``tests/data/suites``): ``report.json`` and its results file ``report.jsonl`` hold four softmax cases on
+mnist-5k in two groups, one of them with a learning rate large enough to diverge; ``seeded.json`` holds
+an lr x batch_size grid with two seeds each; ``failures.jsonl`` holds a case that failed after training
+and one that failed before. Every check compares the report with the numbers in those files, never with
+constants. One slow test runs a suite through pytest and reports its output, end to end.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import platform
 import re
 import statistics
 import subprocess
@@ -21,33 +25,14 @@ import pytest
 from suite_runs import run_suite
 
 from convbench.cli import main
+from convbench.result import RECORD_SCHEMA, SCHEMA, RunResult, ThroughputResult
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-SUITE = """
-import pytest
-from convbench import Case, grid
-
-BASE = Case(model="softmax", optimizer="sgd", lr=0.5, dataset="mnist-5k", steps=30, eval_every=5,
-            eval_train_samples=500)
-
-
-@pytest.mark.parametrize("case", grid(BASE, lr=[0.1, 0.5]))
-def test_sgd_rates(convergence, case):
-    result = convergence(case)
-    assert not result.diverged
-
-
-@pytest.mark.parametrize("case", [BASE.replace(optimizer="adam", lr=0.01).param(), BASE.replace(lr=100.0).param()])
-def test_mixed(convergence, case):
-    result = convergence(case)
-    assert result.diverged == (case.lr > 10)
-"""
+DATA = Path(__file__).parent / "data"
 
 
 @dataclass
 class Study:
-    folder: Path
     json_path: Path
     jsonl_path: Path
     records: dict[str, dict]  # case id -> extra_info["convbench"] from the benchmark JSON
@@ -59,16 +44,20 @@ class Study:
         return grouped
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory) -> Study:
-    folder = tmp_path_factory.mktemp("study")
-    run_suite(folder, SUITE, "--convbench-results", "results.jsonl")
-    document = json.loads((folder / "out.json").read_text(encoding="utf-8"))
+def read_study(json_path: Path) -> Study:
+    """A session's benchmark JSON, its results file next to it (``.jsonl``), and its results by case id."""
+    document = json.loads(json_path.read_text(encoding="utf-8"))
     records = {b["extra_info"]["convbench"]["case_id"]: b["extra_info"]["convbench"] for b in document["benchmarks"]}
-    assert len(records) == 4
-    assert len({r["group"] for r in records.values()}) == 2
-    assert sum(r["diverged"] for r in records.values()) == 1
-    return Study(folder, folder / "out.json", folder / "results.jsonl", records)
+    return Study(json_path, json_path.with_suffix(".jsonl"), records)
+
+
+@pytest.fixture(scope="module")
+def study() -> Study:
+    found = read_study(DATA / "report.json")
+    assert len(found.records) == 4
+    assert len({r["group"] for r in found.records.values()}) == 2
+    assert sum(r["diverged"] for r in found.records.values()) == 1
+    return found
 
 
 def run_report(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
@@ -120,6 +109,32 @@ def assert_row_matches(row: dict[str, str], record: dict) -> None:
     assert csv_value(row["train_time_s"]) == record["timing"]["train_s"]
     assert row["diverged"] == str(record["diverged"])
     assert row["outcome"] == record["outcome"]
+
+
+# ---------------------------------------------------------------------------- checked-in inputs
+@pytest.mark.parametrize("path", sorted(DATA.glob("*.json*")), ids=lambda path: path.name)
+def test_checked_in_results_are_what_convbench_writes_today(path: Path) -> None:
+    """The report tests read these files; stale ones would test a format convbench no longer writes.
+    After a change to the result, regenerate them: ``python tests/data/make_fixtures.py``."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        entries = [json.loads(line) for line in text.splitlines()]
+        assert {entry["schema"] for entry in entries} == {RECORD_SCHEMA}, "regenerate: tests/data/make_fixtures.py"
+    else:
+        entries = json.loads(text)["benchmarks"]
+    results = 0
+    for entry in entries:
+        for key, kind in (("convbench", RunResult), ("convbench_throughput", ThroughputResult)):
+            written = entry["extra_info"].get(key)
+            if written is None or "schema" not in written:  # not this kind, or failed before training
+                continue
+            today = kind.from_dict(written).to_dict()
+            assert set(today) <= set(written), f"no {set(today) - set(written)}: regenerate tests/data/make_fixtures.py"
+            assert {name: written[name] for name in today} == today, "regenerate: tests/data/make_fixtures.py"
+            results += 1
+    assert results > 0
+    assert all(entry["extra_info"]["convbench"]["schema"] == SCHEMA for entry in entries
+               if "schema" in entry["extra_info"].get("convbench", {})), "regenerate: tests/data/make_fixtures.py"
 
 
 # --------------------------------------------------------------------------------------- tables
@@ -384,6 +399,7 @@ def test_case_in_both_json_and_results_file_is_reported_once(study: Study, tmp_p
     assert f"\n{len(study.records)} cases;" in out
 
 
+@pytest.mark.slow
 def test_console_script_runs_the_report(study: Study, tmp_path: Path) -> None:
     script = Path(sys.executable).with_name("convbench")
     completed = subprocess.run([str(script), "report", str(study.json_path), "-o", str(tmp_path), "--no-figures"],
@@ -471,24 +487,6 @@ def test_html_and_latex_of_all_cases(study: Study, tmp_path: Path, capsys: pytes
 
 
 # ----------------------------------------------------------------------------------- seeds
-SEEDED_SUITE = """
-import pytest
-from convbench import Case, grid
-
-BASE = Case(model="softmax", optimizer="sgd", lr=0.5, dataset="mnist-5k", steps=20, eval_every=5,
-            eval_train_samples=500, target_accuracy=0.5)
-
-
-@pytest.mark.parametrize("case", grid(BASE, lr=[0.1, 0.5], batch_size=[50, 100], seed=[0, 1]))
-def test_grid(convergence, case):
-    convergence(case)
-
-
-@pytest.mark.parametrize("case", [BASE.replace(optimizer="adam", lr=0.01).param()])
-def test_single(convergence, case):
-    convergence(case)
-"""
-
 #: Table column -> how to read it from a result.
 SEEDED_METRICS = {
     "final_test_accuracy": lambda r: r["final"]["test_accuracy"],
@@ -512,15 +510,12 @@ def config(record: dict) -> str:
 
 
 @pytest.fixture(scope="module")
-def seeded(tmp_path_factory: pytest.TempPathFactory) -> Study:
+def seeded() -> Study:
     """Four configurations run with two seeds each in one group, and one single-seed case in another."""
-    folder = tmp_path_factory.mktemp("seeded")
-    run_suite(folder, SEEDED_SUITE, "--convbench-results", "results.jsonl")
-    document = json.loads((folder / "out.json").read_text(encoding="utf-8"))
-    records = {b["extra_info"]["convbench"]["case_id"]: b["extra_info"]["convbench"] for b in document["benchmarks"]}
-    assert len(records) == 9
-    assert not any(r["diverged"] for r in records.values())
-    return Study(folder, folder / "out.json", folder / "results.jsonl", records)
+    found = read_study(DATA / "seeded.json")
+    assert len(found.records) == 9
+    assert not any(r["diverged"] for r in found.records.values())
+    return found
 
 
 def configurations(study: Study) -> dict[str, dict[str, list[dict]]]:
@@ -916,8 +911,53 @@ def test_results_of_two_machines_are_both_reported_and_labelled(study: Study, tm
 
 
 def test_results_file_lines_say_where_they_ran(study: Study) -> None:
-    import platform
-
     lines = [json.loads(line) for line in study.jsonl_path.read_text(encoding="utf-8").splitlines()]
+    node = json.loads(study.json_path.read_text(encoding="utf-8"))["machine_info"]["node"]
+    assert node and {line["machine"]["node"] for line in lines} == {node}  # the same host as the JSON names
+    assert all(set(line["commit"]) == {"id", "dirty"} for line in lines)
+
+
+# ------------------------------------------------------------------------------------ failures
+def test_cases_that_failed_are_reported_as_such(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = DATA / "failures.jsonl"
+    entries = [json.loads(line)["extra_info"]["convbench"] for line in path.read_text(encoding="utf-8").splitlines()]
+    trained = {e["case_id"]: e for e in entries if "schema" in e}
+    (before,) = [e for e in entries if "schema" not in e]  # failed before training: no measurements
+    assert before["outcome"] == "failed" and before["error"]
+    assert sorted(e["outcome"] for e in trained.values()) == ["failed", "passed"]
+    code, out, err = run_report(capsys, path, "-o", tmp_path, "--no-figures")
+    assert code == 0, err
+    rows = read_csv(tmp_path / "tables" / "all_cases.csv")
+    assert sorted(row["case"] for row in rows) == sorted(trained)
+    for row in rows:
+        assert_row_matches(row, trained[row["case"]])  # a failed test's measurements are still reported
+    (warning,) = [line for line in err.splitlines() if "failed before training" in line]
+    assert warning.startswith(f"convbench: warning: {path}: ") and before["error"] in warning
+    assert before["case_id"] not in out
+
+
+# --------------------------------------------------------------------------------- end to end
+@pytest.mark.slow
+def test_a_real_session_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The live pipeline the checked-in files stand for: a suite run by pytest, then `convbench report`
+    on its benchmark JSON and results file (the same suite as ``data/report.json``)."""
+    live = read_study(run_suite(tmp_path, (DATA / "suites" / "report.py").read_text(encoding="utf-8"),
+                                "--convbench-results", "out.jsonl"))
+    assert sorted(live.records) == sorted(read_study(DATA / "report.json").records)  # the checked-in cases
+    for source in (live.json_path, live.jsonl_path):
+        code, out, err = run_report(capsys, source, "-o", tmp_path / source.suffix[1:])
+        assert code == 0, err
+        tables = printed_tables(out)
+        assert {group: sorted(cases) for group, cases in live.groups().items()} == {
+            group: sorted(row["case"] for row in rows) for group, (_, rows) in tables.items()}
+        for _, rows in tables.values():
+            for row in rows:
+                assert row["final_test_accuracy"] == format(live.records[row["case"]]["final"]["test_accuracy"],
+                                                            ".4g")
+        for row in read_csv(tmp_path / source.suffix[1:] / "tables" / "all_cases.csv"):
+            assert_row_matches(row, live.records[row["case"]])
+        assert (tmp_path / source.suffix[1:] / "figures" / "test_mixed-loss.png").read_bytes().startswith(
+            PNG_SIGNATURE)
+    lines = [json.loads(line) for line in live.jsonl_path.read_text(encoding="utf-8").splitlines()]
     assert {line["machine"]["node"] for line in lines} == {platform.node()}
     assert all(set(line["commit"]) == {"id", "dirty"} for line in lines)

@@ -1,40 +1,40 @@
-"""The scaling section of the report: speedup, efficiency and the time split over world sizes."""
+"""The scaling section of the report: speedup, efficiency and the time split over world sizes.
+
+The session's input is checked in: ``tests/data/scaling.json`` (made by ``tests/data/make_fixtures.py``
+from ``tests/data/suites/scaling.py``), one case trained and one timed for throughput, each on 1 and 2
+processes. The rest build the few records a rule needs here.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
-from suite_runs import run_suite
 
 from convbench.cli import main
 from convbench.report.scaling import scaling_rows, throughput_rows
 
-SUITE = '''
-import pytest
-from convbench import Case
-
-CASE = Case(model="softmax", dataset="mnist-5k", optimizer="sgd", lr=0.5, batch_size=100, steps=30,
-            eval_every=15, eval_train_samples=200)
-
-@pytest.mark.parametrize("case", [CASE.param()])
-def test_scaling(convergence, case):
-    assert not convergence(case).diverged
-'''
+SCALING_JSON = Path(__file__).parent / "data" / "scaling.json"
 
 
-@pytest.fixture(scope="module")
-def scaling_json(tmp_path_factory):
-    return run_suite(tmp_path_factory.mktemp("scaling"), SUITE, "--convbench-world-sizes", "1,2",
-                     "--convbench-results", "none")
+def session_results(key: str) -> dict[int, dict]:
+    """World size -> the session's ``extra_info[key]`` ("convbench" or "convbench_throughput")."""
+    benchmarks = json.loads(SCALING_JSON.read_text(encoding="utf-8"))["benchmarks"]
+    return {b["extra_info"][key]["world_size"]: b["extra_info"][key] for b in benchmarks if key in b["extra_info"]}
+
+
+@pytest.fixture
+def scaling_json() -> Path:
+    assert set(session_results("convbench")) == set(session_results("convbench_throughput")) == {1, 2}
+    return SCALING_JSON
 
 
 def test_scaling_table_numbers_come_from_the_runs(scaling_json, tmp_path, capsys):
     assert main(["report", str(scaling_json), "-o", str(tmp_path / "report")]) == 0
     assert "## scaling over world sizes" in capsys.readouterr().out
-    results = {b["extra_info"]["convbench"]["world_size"]: b["extra_info"]["convbench"]
-               for b in json.loads(scaling_json.read_text())["benchmarks"]}
+    results = session_results("convbench")
     with open(tmp_path / "report" / "tables" / "scaling.csv", newline="") as stream:
         rows = {int(row["world_size"]): row for row in csv.DictReader(stream)}
     assert set(rows) == {1, 2}
@@ -48,6 +48,20 @@ def test_scaling_table_numbers_come_from_the_runs(scaling_json, tmp_path, capsys
     png = tmp_path / "report" / "figures" / "scaling.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert {row["family"] for row in rows.values()} == {results[1]["case_id"]}
+
+
+def test_throughput_table_numbers_come_from_the_rounds(scaling_json, tmp_path, capsys):
+    assert main(["report", str(scaling_json), "-o", str(tmp_path / "report")]) == 0
+    assert "## throughput" in capsys.readouterr().out
+    infos = session_results("convbench_throughput")
+    with open(tmp_path / "report" / "tables" / "throughput.csv", newline="") as stream:
+        rows = {int(row["world_size"]): row for row in csv.DictReader(stream)}
+    assert set(rows) == {1, 2}
+    speedup = infos[2]["samples_per_s"] / infos[1]["samples_per_s"]
+    assert float(rows[2]["speedup"]) == pytest.approx(speedup)
+    assert float(rows[2]["efficiency"]) == pytest.approx(speedup / 2)
+    for size in (1, 2):
+        assert float(rows[size]["samples_per_s"]) == pytest.approx(infos[size]["samples_per_s"])
 
 
 def test_scaling_figure_draws_one_line_per_case_over_world_sizes():
