@@ -352,7 +352,7 @@ def test_a_failed_write_costs_only_its_own_line(pytester: pytest.Pytester, monke
                                 "--convbench-no-progress")
     result.assert_outcomes(passed=3)
     assert len(calls) == 3
-    names = [name for name in call_outcomes(result)]
+    names = list(call_outcomes(result))
     assert [line["name"] for line in read_results(pytester.path / "r.jsonl")] == [names[0], names[2]]
     assert len([line for line in result.outlines if "could not append" in line]) == 1
     assert [line for line in result.outlines if f"1 finished case is missing from {pytester.path / 'r.jsonl'}" in line
@@ -547,12 +547,11 @@ def test_a_bad_telemetry_interval_is_a_usage_error_before_any_case(pytester: pyt
 
 @pytest.mark.parametrize("value", ["0", "0.5"])
 def test_a_telemetry_interval_of_zero_or_more_is_accepted(pytester: pytest.Pytester, value: str) -> None:
-    write_suite(pytester, """
+    write_suite(pytester, f"""
         @pytest.mark.parametrize("case", [BASE.param()])
         def test_one(convergence, case):
-            telemetry = convergence(case).telemetry
-            assert (telemetry is None) == (case.id and float({value!r}) == 0)
-    """.replace("{value!r}", repr(value)))
+            assert (convergence(case).telemetry is None) == {float(value) == 0}
+    """)
     pytester.runpytest(f"--convbench-telemetry-interval={value}", "--convbench-results", "none",
                        "--convbench-no-progress").assert_outcomes(passed=1)
 
