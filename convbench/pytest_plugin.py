@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import math
 import os
 import platform
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from convbench import __version__
+from convbench import __version__, results_file
 from convbench.case import DEFAULT_SCALE, SCALES
 from convbench.errors import ConvbenchError
 from convbench.result import RECORD_SCHEMA, RoundTimes, ThroughputResult
@@ -44,7 +43,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--convbench-scale", choices=SCALES, default=os.environ.get(SCALE_ENV, DEFAULT_SCALE),
                     help=f"scale profile applied to every case: quick (CPU-sized) or full (published "
                          f"settings). Default: ${SCALE_ENV} or {DEFAULT_SCALE}.")
-    group.addoption("--convbench-data-root", metavar="DIR", default=None,
+    group.addoption("--convbench-data-root", metavar="DIR", default=None, type=_data_root,
                     help="where datasets are read from and downloaded to (default ~/.cache/convbench/data)")
     group.addoption("--convbench-download", action="store_true", default=False,
                     help="allow datasets that are not on disk to be downloaded")
@@ -56,7 +55,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--convbench-world-sizes", metavar="N[,N...]", default=None, type=_world_sizes,
                     help="run every convergence and throughput case once per world size, e.g. 1,2,4 "
                          "(DDP: gloo on CPU, nccl on GPU)")
-    group.addoption("--convbench-telemetry-interval", metavar="SECONDS", type=float, default=0.2,
+    group.addoption("--convbench-telemetry-interval", metavar="SECONDS", type=_telemetry_interval, default=0.2,
                     help="sample GPU (NVML) or CPU (psutil) utilisation every SECONDS during each run (NVML no "
                          "faster than every 1/6 s, its fastest refresh); 0 turns sampling off (default 0.2)")
     group.addoption("--convbench-timeout", metavar="SECONDS", type=_positive_seconds, default=None,
@@ -65,13 +64,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "interrupted (default: no limit)")
 
 
-def _positive_seconds(value: str) -> float:
+# Option values are checked as they are parsed: a bad one is a one-line usage error before any case
+# runs, not a failure of every case later.
+def _seconds(value: str) -> float:
     try:
-        seconds = float(value)
+        return float(value)
     except ValueError:
-        seconds = math.nan
+        return math.nan
+
+
+def _positive_seconds(value: str) -> float:
+    seconds = _seconds(value)
     if not (math.isfinite(seconds) and seconds > 0):
         raise pytest.UsageError(f"--convbench-timeout={value!r}: expected a positive, finite number of seconds")
+    return seconds
+
+
+def _telemetry_interval(value: str) -> float:
+    seconds = _seconds(value)
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise pytest.UsageError(f"--convbench-telemetry-interval={value!r}: expected a finite number of seconds "
+                                ">= 0 (0 turns sampling off)")
     return seconds
 
 
@@ -82,7 +95,18 @@ def _world_sizes(value: str) -> list[int]:
         sizes = []
     if not sizes or any(size < 1 for size in sizes):
         raise pytest.UsageError(f"--convbench-world-sizes={value!r}: expected positive integers like 1,2,4")
+    if len(set(sizes)) < len(sizes):
+        raise pytest.UsageError(f"--convbench-world-sizes={value!r}: a world size given twice; expected distinct "
+                                "positive integers like 1,2,4")
     return sizes
+
+
+def _data_root(value: str) -> str:
+    """A folder, or a path not there yet (downloads create it); an existing file is a mistake."""
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise pytest.UsageError(f"--convbench-data-root={value!r}: not a folder")
+    return value
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -290,8 +314,31 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """A results file that cannot be appended to stops the session now, in one line, not after the first case.
+
+    Checked only when a collected test runs convergence cases: every pytest session where convbench is
+    installed loads this plugin, and one without cases must not create the file.
+    """
+    config = session.config
+    path = results_path(config)
+    if path is None or _secondary_rank() or config.option.collectonly:
+        return
+    if not any("convergence" in getattr(item, "fixturenames", ()) for item in session.items):
+        return
+    try:
+        results_file.check_appendable(path)
+    except OSError as exc:
+        raise pytest.UsageError(f"--convbench-results={config.getoption('convbench_results')!r}: cannot append "
+                                f"to {path}: {exc.strerror or exc}") from None
+
+
 def _append_result(item: pytest.Item, record: dict[str, Any]) -> None:
-    """Write the finished case to the results file now, so an interrupted session keeps it."""
+    """Write the finished case to the results file now, so an interrupted session keeps it.
+
+    A write that fails (a full disk) costs this line only: the session goes on, later cases are
+    still appended if they can be, and pytest-benchmark's own output keeps every case.
+    """
     path = results_path(item.config)
     if path is None or _secondary_rank():
         return
@@ -306,12 +353,31 @@ def _append_result(item: pytest.Item, record: dict[str, Any]) -> None:
         "group": record.get("group"),
         "extra_info": {"convbench": record},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as stream:
-        # default=str: a plugin's exotic kwarg value must not cost the measured result
-        stream.write(json.dumps(line, allow_nan=False, default=str) + "\n")
-        stream.flush()
-        os.fsync(stream.fileno())
+    try:
+        results_file.append_record(path, line)
+    except OSError as exc:
+        _note_lost_line(item, path, exc)
+
+
+_LOST = pytest.StashKey[list]()
+
+
+def _note_lost_line(item: pytest.Item, path: Path, exc: OSError) -> None:
+    """Say so at once, the first time a line could not be written; the summary lists every such case."""
+    lost = item.config.stash.setdefault(_LOST, [])
+    lost.append(item.nodeid)
+    if len(lost) == 1:
+        kept = ", and --benchmark-json keeps every case" if item.config.getoption("benchmark_json", None) else ""
+        _say(item.config, f"convbench: could not append {item.nodeid} to {path} ({exc.strerror or exc}); "
+                          f"the session goes on{kept}")
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    lost = config.stash.get(_LOST, [])
+    if lost:
+        cases = f"{len(lost)} finished case{'s are' if len(lost) > 1 else ' is'}"
+        terminalreporter.write_line(f"convbench: {cases} missing from {results_path(config)}: {', '.join(lost)}",
+                                    yellow=True)
 
 
 _COMMIT = pytest.StashKey[dict]()
@@ -337,21 +403,30 @@ def results_path(config: pytest.Config) -> Path | None:
 
 def _progress_printer(config: pytest.Config) -> Callable[[Progress], None] | None:
     """Print a line per evaluation past pytest's output capture, as pytest's live logging does."""
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    capture = config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None:
+    if config.pluginmanager.get_plugin("terminalreporter") is None:
         return None
 
     def show(progress: Progress) -> None:
         shown = {k: v for k, v in progress.metrics.items() if v is not None and not k.startswith("train_acc")}
         metrics = "  ".join(f"{k} {v:.4g}" for k, v in shown.items())
-        line = (f"  [{progress.case_id}] step {progress.step}/{progress.total_steps} "
-                f"epoch {progress.epoch:.2f}  {metrics}  train {progress.train_time_s:.2f}s")
-        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
-            reporter.ensure_newline()
-            reporter.write_line(line)
+        _say(config, f"  [{progress.case_id}] step {progress.step}/{progress.total_steps} "
+                     f"epoch {progress.epoch:.2f}  {metrics}  train {progress.train_time_s:.2f}s")
 
     return show
+
+
+def _say(config: pytest.Config, line: str) -> None:
+    """Print a line now, while a test runs, past pytest's output capture (as pytest's live logging does).
+
+    Not `warnings.warn`: under ``-W error`` a warning raised here would become the INTERNALERROR it reports.
+    """
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return
+    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+        reporter.ensure_newline()
+        reporter.write_line(line)
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -11,7 +11,9 @@ session, and kept.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
 import textwrap
 import types
@@ -30,9 +32,11 @@ import convbench.report.build
 import convbench_plugins.datasets
 import convbench_plugins.models
 import convbench_plugins.optimizers  # noqa: F401
+from convbench import results_file
 from convbench.cli import main as convbench_main
 from convbench.data import DatasetSplits
 from convbench.pytest_plugin import RECORD_SCHEMA, SCALE_ENV
+from convbench.report.load import load as load_results
 from convbench.result import SCHEMA
 
 pytest_plugins = ["pytester"]
@@ -274,6 +278,88 @@ def test_interrupted_session_keeps_the_finished_case(pytester: pytest.Pytester) 
     assert not [line for line in lines if line["name"].startswith("test_third[")]
 
 
+THREE_CASES = """
+@pytest.mark.parametrize("case", grid(BASE, lr=[0.5, 0.2, 0.1]))
+def test_three(convergence, case):
+    convergence(case)
+"""
+
+
+def test_a_session_after_a_killed_one_does_not_glue_its_line_to_the_cut_one(pytester: pytest.Pytester) -> None:
+    write_suite(pytester, ONE_CASE)
+    path = pytester.path / "results.jsonl"
+    pytester.runpytest("--convbench-results", str(path), "--convbench-no-progress").assert_outcomes(passed=1)
+    (whole,) = path.read_bytes().splitlines()
+    with path.open("ab") as stream:
+        stream.write(whole[: len(whole) // 2])  # a session killed while writing its line: no newline
+    pytester.runpytest("--convbench-results", str(path), "--convbench-no-progress").assert_outcomes(passed=1)
+    loaded = load_results(path)
+    assert len(loaded.records) == 2 and len({r["case_id"] for r in loaded.records}) == 1
+    (warning,) = loaded.warnings
+    assert "skipped 1 unreadable line" in warning and re.search(r"\bline 2\b", warning), warning
+
+
+@pytest.mark.parametrize("where", ["folder", "under-a-file"])
+def test_a_results_path_that_cannot_be_appended_to_stops_the_session_before_any_case(
+        pytester: pytest.Pytester, where: str) -> None:
+    write_suite(pytester, THREE_CASES)
+    if where == "folder":
+        path = pytester.mkdir("results.jsonl")
+    else:
+        path = pytester.path / "notes.txt" / "results.jsonl"
+        (pytester.path / "notes.txt").write_text("a file, not a folder\n")
+    result = pytester.runpytest("--convbench-results", str(path))  # progress on: a line would show training
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in result.errlines if str(path) in line]
+    assert len(errors) == 1 and "--convbench-results" in errors[0], result.errlines
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    assert not [line for line in result.outlines if re.search(r"\] step \d+/\d+ ", line)]
+    assert call_outcomes(result) == {}
+
+
+def test_a_results_path_is_not_created_by_a_session_without_cases(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_plain="def test_nothing_to_record():\n    pass\n")
+    pytester.runpytest().assert_outcomes(passed=1)
+    assert not (pytester.path / ".convbench").exists()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device that is always full")
+def test_a_full_disk_loses_no_case_and_keeps_the_benchmark_json(pytester: pytest.Pytester) -> None:
+    write_suite(pytester, THREE_CASES)
+    result = pytester.runpytest("--convbench-results", "/dev/full", "--benchmark-json", "out.json",
+                                "--convbench-no-progress")
+    result.assert_outcomes(passed=3)
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    warnings = [line for line in result.outlines if "could not append" in line]
+    assert len(warnings) == 1 and "/dev/full" in warnings[0] and "No space left on device" in warnings[0], warnings
+    assert [line for line in result.outlines if "3 finished cases are missing from /dev/full" in line]
+    benchmarks = json.loads((pytester.path / "out.json").read_text())["benchmarks"]
+    assert len({b["extra_info"]["convbench"]["case_id"] for b in benchmarks}) == 3
+
+
+def test_a_failed_write_costs_only_its_own_line(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_write, calls = results_file.write_line, []
+
+    def full_on_the_second(fd: int, data: bytes) -> None:
+        calls.append(data)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write(fd, data)
+
+    monkeypatch.setattr(results_file, "write_line", full_on_the_second)
+    write_suite(pytester, THREE_CASES)
+    result = pytester.runpytest("--convbench-results", "r.jsonl", "--benchmark-json", "out.json",
+                                "--convbench-no-progress")
+    result.assert_outcomes(passed=3)
+    assert len(calls) == 3
+    names = list(call_outcomes(result))
+    assert [line["name"] for line in read_results(pytester.path / "r.jsonl")] == [names[0], names[2]]
+    assert len([line for line in result.outlines if "could not append" in line]) == 1
+    assert [line for line in result.outlines if f"1 finished case is missing from {pytester.path / 'r.jsonl'}" in line
+            and names[1] in line]
+    assert len(json.loads((pytester.path / "out.json").read_text())["benchmarks"]) == 3
+
+
 def test_xfailed_case_is_recorded_as_xfailed(pytester: pytest.Pytester) -> None:
     write_suite(pytester, """
         @pytest.mark.parametrize("case", [BASE.param(pytest.mark.xfail(reason="known", strict=True))])
@@ -446,6 +532,47 @@ def test_no_progress_option_silences_progress_lines(pytester: pytest.Pytester) -
     (name,) = call_outcomes(result)
     assert not [line for line in result.outlines if re.search(r"\] step \d+/\d+ ", line)]
     assert f"[{bracket_id(name)}]" in result.stdout.str()  # the test id itself is still shown
+
+
+# --------------------------------------------------------------------------------- bad options
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "-inf", "often"])
+def test_a_bad_telemetry_interval_is_a_usage_error_before_any_case(pytester: pytest.Pytester, value: str) -> None:
+    write_suite(pytester, ONE_CASE)
+    result = pytester.runpytest(f"--convbench-telemetry-interval={value}", "--convbench-results", "r.jsonl")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    (error,) = [line for line in result.errlines if "--convbench-telemetry-interval" in line]
+    assert repr(value) in error and ">= 0" in error, error
+    assert "test session starts" not in result.stdout.str() and not (pytester.path / "r.jsonl").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "0.5"])
+def test_a_telemetry_interval_of_zero_or_more_is_accepted(pytester: pytest.Pytester, value: str) -> None:
+    write_suite(pytester, f"""
+        @pytest.mark.parametrize("case", [BASE.param()])
+        def test_one(convergence, case):
+            assert (convergence(case).telemetry is None) == {float(value) == 0}
+    """)
+    pytester.runpytest(f"--convbench-telemetry-interval={value}", "--convbench-results", "none",
+                       "--convbench-no-progress").assert_outcomes(passed=1)
+
+
+def test_a_data_root_that_is_a_file_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    write_suite(pytester, ONE_CASE)
+    not_a_folder = pytester.path / "data.tar"
+    not_a_folder.write_bytes(b"")
+    result = pytester.runpytest("--convbench-data-root", str(not_a_folder), "--convbench-results", "none")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    (error,) = [line for line in result.errlines if "--convbench-data-root" in line]
+    assert str(not_a_folder) in error and "not a folder" in error, error
+    assert "test session starts" not in result.stdout.str()
+
+
+def test_a_world_size_given_twice_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    write_suite(pytester, ONE_CASE)
+    result = pytester.runpytest("--convbench-world-sizes", "1,2,1", "--convbench-results", "none")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    (error,) = [line for line in result.errlines if "--convbench-world-sizes" in line]
+    assert "'1,2,1'" in error and "twice" in error, error
 
 
 # ------------------------------------------------------------------------------ data settings

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from convbench.errors import ReportInputError
 from convbench.report import identity
-from convbench.result import READABLE_SCHEMAS, RECORD_SCHEMA, THROUGHPUT_SCHEMA
+from convbench.result import READABLE_SCHEMAS, RECORD_SCHEMA, THROUGHPUT_SCHEMA, ResultSchemaError, RunResult
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,17 +50,21 @@ def load(path: str | Path) -> LoadedFile:
     """Load one file; raise `ReportInputError` if it holds no usable convbench result."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ReportInputError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise ReportInputError(f"{path}: a folder with no .json or .jsonl files") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ReportInputError(f"{path}: cannot be read ({exc})") from None
     if path.suffix == ".jsonl":
-        entries, warnings = _jsonl_entries(path, text)
+        entries, warnings = _jsonl_entries(path, data)
         loaded = LoadedFile(path, [], warnings=warnings)
     else:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ReportInputError(f"{path}: cannot be read ({exc})") from None
         document = _parse(path, text)
         if not isinstance(document, dict) or not isinstance(document.get("benchmarks"), list):
             raise ReportInputError(f"{path}: not a pytest-benchmark JSON file (no 'benchmarks' list)")
@@ -118,25 +122,68 @@ def _parse(path: Path, text: str) -> Any:
         raise ReportInputError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
 
 
-def _jsonl_entries(path: Path, text: str) -> tuple[list[Any], list[str]]:
-    """One entry per line. A malformed last line is what an interrupted write leaves: skip it."""
-    lines = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
-    entries, warnings = [], []
-    for number, line in lines:
+def _jsonl_entries(path: Path, data: bytes) -> tuple[list[dict[str, Any]], list[str]]:
+    """The readable lines of a results file, and one warning naming the lines skipped and why.
+
+    A results file collects many sessions' lines: one killed mid-write, one of another convbench,
+    one edited by hand must cost its own line only. Each line is decoded on its own (a line that is
+    not UTF-8 is a bad line, not an unreadable file); a file with no readable line at all is an error.
+    """
+    entries: list[dict[str, Any]] = []
+    skipped: dict[str, list[int]] = {}  # why -> line numbers
+    lines = data.split(b"\n")
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
         try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if number == lines[-1][0]:
-                warnings.append(f"{path}: skipped the incomplete last line {number} ({exc.msg})")
-                continue
-            raise ReportInputError(f"{path}: malformed JSON on line {number}: {exc.msg}") from None
-        schema = entry.get("schema") if isinstance(entry, dict) else None
-        if schema != RECORD_SCHEMA:
-            raise ReportInputError(
-                f"{path}: line {number} has record schema {schema!r}; this convbench reads {RECORD_SCHEMA!r}"
-            )
-        entries.append(entry)
-    return entries, warnings
+            entries.append(_jsonl_entry(line, cut=number == len(lines)))
+        except _BadLine as why:
+            skipped.setdefault(str(why), []).append(number)
+    if not skipped:
+        return entries, []
+    count = sum(map(len, skipped.values()))
+    summary = f"skipped {count} unreadable line{'s' if count > 1 else ''}: " + "; ".join(
+        f"{_line_numbers(numbers)} ({why})" for why, numbers in skipped.items())
+    if not entries:
+        raise ReportInputError(f"{path}: no readable line; {summary}")
+    return entries, [f"{path}: {summary}"]
+
+
+class _BadLine(Exception):
+    """Why one line of a results file cannot be read (its message goes into the loader's warning)."""
+
+
+def _jsonl_entry(line: bytes, cut: bool) -> dict[str, Any]:
+    """One line as a results-file entry whose result reads back (`RunResult.from_dict`), or `_BadLine`.
+
+    ``cut``: the line is the last and has no newline, which every finished write ends with.
+    """
+    try:
+        entry = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise _BadLine("not UTF-8") from None
+    except json.JSONDecodeError:
+        raise _BadLine("malformed JSON" + (": cut short, as a killed session leaves it" if cut else "")) from None
+    if not isinstance(entry, dict):
+        raise _BadLine(f"{json.dumps(entry)[:20]}, not an object")
+    if entry.get("schema") != RECORD_SCHEMA:
+        raise _BadLine(f"record schema {entry.get('schema')!r}; this convbench reads {RECORD_SCHEMA!r}")
+    extra_info = entry.get("extra_info")
+    result = extra_info.get("convbench") if isinstance(extra_info, dict) else None
+    failed_before_training = isinstance(result, dict) and "schema" not in result and result.get("error")
+    if not failed_before_training:  # which has its error instead of a result
+        try:
+            RunResult.from_dict(result)
+        except ResultSchemaError as exc:
+            raise _BadLine(str(exc)) from None
+    return entry
+
+
+def _line_numbers(numbers: list[int], shown: int = 10) -> str:
+    """``line 7`` or ``lines 2, 7, 9`` (the first ``shown`` of them, then how many more)."""
+    listed = ", ".join(map(str, numbers[:shown])) + (f" and {len(numbers) - shown} more" if len(numbers) > shown
+                                                     else "")
+    return f"line{'s' if len(numbers) > 1 else ''} {listed}"
 
 
 def _record(path: Path, index: int, entry: Any) -> dict[str, Any] | None:
