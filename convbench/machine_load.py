@@ -8,14 +8,16 @@ first rank of each machine reads the machine). What the machine spent beyond the
 other processes took. On GPUs it also lists the processes NVML sees on the run's GPU.
 
 A run is **busy** when other processes took more than `BUSY_CPU_SHARE` of all the cores' time
-during it, or when any process not the run's had a compute context on one of its GPUs. A run
-shorter than `MIN_WINDOW_S` is not judged on its CPU time: the kernel counts CPU time in ticks of
-10 ms, too coarse for a shorter window.
+during it, or when any process not the run's had a compute context on one of its GPUs. The kernel
+counts CPU time in clock ticks (10 ms), per core and per process, so a share from two readings is
+only good to a few ticks over the run's core-seconds (`cpu_share_resolution`): a short run whose
+share is within that of the threshold is not judged on its CPU time.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -28,8 +30,19 @@ from convbench.telemetry import NvmlDevice, one_line
 
 #: Others taking more than this fraction of all the cores' time make a run busy.
 BUSY_CPU_SHARE = 0.10
-#: Shorter runs are not judged on CPU time (the kernel's CPU clocks tick every 10 ms).
-MIN_WINDOW_S = 0.2
+
+
+def clock_tick_s() -> float:
+    """The unit the kernel counts CPU time in (1/100 s on Linux)."""
+    with contextlib.suppress(AttributeError, ValueError, OSError):
+        return 1.0 / os.sysconf("SC_CLK_TCK")
+    return 0.01
+
+
+def cpu_share_resolution(total_core_s: float, cores: int, processes: int) -> float:
+    """How far a share of `total_core_s` read twice can be off: one tick per core and two per process
+    (user and system time), at each end."""
+    return 2 * clock_tick_s() * (cores + 2 * processes) / total_core_s
 
 
 def machine_cpu_seconds() -> tuple[float, float]:
@@ -90,6 +103,7 @@ class LoadMeter:
         if self._start is None:
             raise RuntimeError("LoadMeter.stop before start")
         start, end = self._start, self._read()
+        own = set(start["pids"]) | set(end["pids"])
         machine = None if start["machine"] is None else [b - a for a, b in zip(start["machine"], end["machine"],
                                                                                strict=True)]
         return {
@@ -99,7 +113,8 @@ class LoadMeter:
             "machine_busy_s": None if machine is None else machine[0],
             "machine_total_s": None if machine is None else machine[1],
             "cores": psutil.cpu_count() or 1,
-            "pids": sorted(set(start["pids"]) | set(end["pids"]) | set(ancestor_pids(self._process))),
+            "own_processes": len(own),
+            "pids": sorted(own | set(ancestor_pids(self._process))),
             "gpu": self.gpu_label,
             "gpu_pids": None if self.gpu_reason is not None else sorted(self._gpu_pids),
             "gpu_reason": self.gpu_reason,
@@ -156,22 +171,24 @@ def _host_cpu(on_host: list[dict[str, Any]], label: str, busy: list[str], unknow
     """One machine's CPU shares: its busy time beyond the run's processes there, over its core-seconds."""
     machine = next((r for r in on_host if r["machine_busy_s"] is not None), None)
     summary: dict[str, Any] = {"cores": on_host[0]["cores"], "duration_s": None, "other_cpu_share": None,
-                               "own_cpu_share": None, "judged": False}
+                               "own_cpu_share": None, "cpu_share_resolution": None, "judged": False}
     if machine is None or machine["machine_total_s"] <= 0:
         unknown.append(f"the CPU time{label} was not read")
         return summary
     total = machine["machine_total_s"]
     own = sum(r["own_cpu_s"] for r in on_host)
     other = _clamp((machine["machine_busy_s"] - own) / total)
-    summary.update(duration_s=machine["duration_s"], other_cpu_share=other, own_cpu_share=_clamp(own / total))
-    if machine["duration_s"] < MIN_WINDOW_S:
-        unknown.append(f"the run{label} was too short ({machine['duration_s']:.2f} s < {MIN_WINDOW_S:g} s) "
-                       "to judge its CPU load")
+    error = cpu_share_resolution(total, summary["cores"], sum(r["own_processes"] for r in on_host))
+    summary.update(duration_s=machine["duration_s"], other_cpu_share=other, own_cpu_share=_clamp(own / total),
+                   cpu_share_resolution=error)
+    used = f"other processes used {other:.0%} of the {summary['cores']} cores' time{label}"
+    if other + error > BUSY_CPU_SHARE >= other - error:  # a short run: ticks could tip it either way
+        unknown.append(f"{used}, give or take {error:.0%} in a {machine['duration_s']:.2f} s run: too close to "
+                       f"{BUSY_CPU_SHARE:.0%} to judge")
         return summary
     summary["judged"] = True
-    if other > BUSY_CPU_SHARE:
-        busy.append(f"other processes used {other:.0%} of the {summary['cores']} cores' time{label} "
-                    f"(more than {BUSY_CPU_SHARE:.0%})")
+    if other - error > BUSY_CPU_SHARE:
+        busy.append(f"{used} (more than {BUSY_CPU_SHARE:.0%})")
     return summary
 
 

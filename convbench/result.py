@@ -251,8 +251,9 @@ class MachineLoad:
     the largest. ``other_gpu_processes`` counts processes on the run's GPUs that are not the run's
     (None off GPUs, or where NVML cannot tell). ``busy`` is True when others took more than
     `convbench.machine_load.BUSY_CPU_SHARE` of the cores' time or any foreign process was on a GPU;
-    None when neither could be measured. ``reason`` says why it is busy, or why it could not tell;
-    ``hosts`` has each machine's own numbers.
+    None when neither could be judged (unread, or a short run's share too close to the threshold for
+    the kernel's 10 ms ticks). ``reason`` says why it is busy, or why it could not tell; ``hosts``
+    has each machine's own numbers (with ``cpu_share_resolution``, how far its shares may be off).
     """
 
     busy: bool | None

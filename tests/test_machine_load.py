@@ -13,7 +13,13 @@ from fake_nvml import FakeNvml, script
 
 from convbench import Case
 from convbench.engine import RunSettings, run_in_this_process
-from convbench.machine_load import BUSY_CPU_SHARE, MIN_WINDOW_S, LoadMeter, combine, machine_cpu_seconds
+from convbench.machine_load import (
+    BUSY_CPU_SHARE,
+    LoadMeter,
+    combine,
+    cpu_share_resolution,
+    machine_cpu_seconds,
+)
 from convbench.result import MachineLoad, ResultSchemaError, RunResult
 from convbench.telemetry import NvmlDevice
 
@@ -100,12 +106,17 @@ def test_the_runs_children_are_its_own_and_one_that_ended_is_skipped(monkeypatch
     assert combine([reading]).busy is False  # the worker's 8 s are the run's, not others'
 
 
-def test_a_run_too_short_for_the_cpu_clocks_is_not_judged(monkeypatch):
-    reading = measure(monkeypatch, [cpu_times(busy=0, idle=0), cpu_times(busy=0.4, idle=0)],
-                      FakeProcess(1, [0.0, 0.0]), seconds=0.1)
-    load = combine([reading])
-    assert load.busy is None and load.other_cpu_share == 1.0
-    assert "too short (0.10 s < 0.2 s)" in load.reason
+def test_a_short_run_near_the_threshold_is_not_judged_and_a_clearly_busy_one_is(monkeypatch):
+    # 0.1 s on 4 cores: 0.4 core-seconds, against ticks of 10 ms on each core and the process
+    near = measure(monkeypatch, [cpu_times(busy=0, idle=0), cpu_times(busy=0.16, idle=0.24)],
+                   FakeProcess(1, [0.0, 0.12]), seconds=0.1)
+    load = combine([near])
+    assert load.busy is None and load.other_cpu_share == pytest.approx(0.1)
+    assert load.hosts[0]["cpu_share_resolution"] == pytest.approx(cpu_share_resolution(0.4, 4, 1))
+    assert "give or take 30% in a 0.10 s run: too close to 10% to judge" in load.reason
+    clear = measure(monkeypatch, [cpu_times(busy=0, idle=0), cpu_times(busy=0.5, idle=0)],
+                    FakeProcess(1, [0.0, 0.1]), seconds=0.25, cores=2)
+    assert combine([clear]).busy is True  # 80 % give or take 16 %
 
 
 def test_ranks_of_a_pool_each_count_their_own_process_and_the_first_reads_the_machine(monkeypatch):
@@ -192,8 +203,11 @@ def test_a_real_run_records_the_machine_load_even_with_sampling_off(registry):
     assert host["cores"] == psutil.cpu_count() and host["gpus"] == []
     assert 0 <= load.other_cpu_share <= 1 and 0 < load.own_cpu_share <= 1
     assert load.duration_s > 0 and load.other_gpu_processes is None
-    judged = load.duration_s >= MIN_WINDOW_S
-    assert load.busy is ((load.other_cpu_share > BUSY_CPU_SHARE) if judged else None)
+    error = host["cpu_share_resolution"]
+    if abs(load.other_cpu_share - BUSY_CPU_SHARE) < error:
+        assert load.busy is None and "too close to 10% to judge" in load.reason
+    else:
+        assert load.busy is (load.other_cpu_share > BUSY_CPU_SHARE)
     back = RunResult.from_dict(json.loads(json.dumps(result.to_dict(), allow_nan=False)))
     assert back.machine_load == load
 
