@@ -170,10 +170,11 @@ class PreparedRun:
         record = RunRecorder(self.case, self.total_steps, self.batches.steps_per_epoch, self.target_split,
                              self.device, self.dist, getattr(self.module, "convbench_trajectory", None))
         with RunTelemetry(self.device, self.dist, self.settings.telemetry_interval_s) as telemetry:
+            record.on_target = telemetry.mark_target
             steps, stop = self._train(record)
         return record.result(steps, scale=self.settings.scale, setup_s=self.setup_s,
                              batch_size=self.batches.batch_size, telemetry=telemetry.result,
-                             stop_reason=stop.value)
+                             stop_reason=stop.value, machine_load=telemetry.machine_load, energy=telemetry.energy)
 
     def _train(self, record: RunRecorder) -> tuple[int, StopReason]:
         """The loop: one step after another until the first stop reason; the steps taken, and why.

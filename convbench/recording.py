@@ -18,7 +18,7 @@ import torch
 from convbench.case import Case
 from convbench.clock import Stopwatch
 from convbench.distributed import DistContext
-from convbench.result import SPLITS, Divergence, RunResult, Target, Telemetry, Timing
+from convbench.result import SPLITS, Divergence, Energy, MachineLoad, RunResult, Target, Telemetry, Timing
 
 
 class RunRecorder:
@@ -48,6 +48,8 @@ class RunRecorder:
         # the loss curve. Reading them costs a device sync, so only models that ask pay for it.
         self._trajectory = trajectory
         self.params: dict[str, list[Any]] = {"step": []}
+        #: Called once, at the evaluation that first reaches the target (energy is read then).
+        self.on_target: Callable[[], None] | None = None
 
     # ----------------------------------------------------------------------------- during the run
     def record_trajectory(self, step: int) -> None:
@@ -80,6 +82,8 @@ class RunRecorder:
         reached = _reached(self.case, metrics, self.target_split)
         if reached and not self.target["reached"]:
             self.target.update(reached=True, step=step, epoch=epoch, time_s=self.train_clock.total)
+            if self.on_target is not None:
+                self.on_target()
         return reached
 
     @property
@@ -88,7 +92,8 @@ class RunRecorder:
 
     # ----------------------------------------------------------------------------- afterwards
     def result(self, steps: int, *, scale: str, setup_s: float, batch_size: int,
-               telemetry: dict[str, Any] | None, stop_reason: str | None = None) -> RunResult:
+               telemetry: dict[str, Any] | None, stop_reason: str | None = None,
+               machine_load: MachineLoad | None = None, energy: Energy | None = None) -> RunResult:
         """The run's result (collective: times are the slowest rank's)."""
         case, dist = self.case, self.dist
         setup_s = dist.max(setup_s, self.device)
@@ -120,6 +125,8 @@ class RunRecorder:
                     **({"params": self.params} if self._trajectory is not None else {})},
             telemetry=None if telemetry is None else Telemetry.from_dict(telemetry),
             stop_reason=stop_reason,
+            machine_load=machine_load,
+            energy=energy,
         )
 
 

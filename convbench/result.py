@@ -7,8 +7,9 @@ reads and raises `ResultSchemaError` naming the field, so a malformed file is on
 ``KeyError`` deep in a table.
 
 Versions: ``convbench.result/2`` added ``stop_reason``; files written as ``convbench.result/1`` are
-read unchanged (their stop reason is unknown). Bump `SCHEMA` when a field changes meaning, and keep
-the older versions in `READABLE_SCHEMAS` while they can be read.
+read unchanged (their stop reason is unknown). ``machine_load`` and ``energy`` came later within
+version 2: they are optional, and None in files written before them. Bump `SCHEMA` when a field
+changes meaning, and keep the older versions in `READABLE_SCHEMAS` while they can be read.
 """
 
 from __future__ import annotations
@@ -241,6 +242,75 @@ class Telemetry:
                    timeline=f.mapping("timeline", optional=True) or {}, ranks=f.sequence("ranks", optional=True))
 
 
+@dataclass(frozen=True)
+class MachineLoad:
+    """Whether other work shared the machine while the run was measured (`convbench.machine_load`).
+
+    ``other_cpu_share`` is the fraction of all the machine's core-seconds during the run that other
+    processes used (the machine's busy CPU time minus this run's processes'); on several machines,
+    the largest. ``other_gpu_processes`` counts processes on the run's GPUs that are not the run's
+    (None off GPUs, or where NVML cannot tell). ``busy`` is True when others took more than
+    `convbench.machine_load.BUSY_CPU_SHARE` of the cores' time or any foreign process was on a GPU;
+    None when neither could be judged (unread, or a short run's share too close to the threshold for
+    the kernel's 10 ms ticks). ``reason`` says why it is busy, or why it could not tell; ``hosts``
+    has each machine's own numbers (with ``cpu_share_resolution``, how far its shares may be off).
+    """
+
+    busy: bool | None
+    other_cpu_share: float | None = None
+    own_cpu_share: float | None = None
+    other_gpu_processes: int | None = None
+    duration_s: float | None = None
+    reason: str | None = None
+    hosts: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str = "machine_load") -> MachineLoad:
+        f = _Fields(data, path)
+        hosts = f.sequence("hosts", optional=True) or []
+        for index, host in enumerate(hosts):
+            _Fields(host, f"{path}.hosts[{index}]")
+        return cls(busy=f.flag("busy", optional=True), other_cpu_share=f.number("other_cpu_share", optional=True),
+                   own_cpu_share=f.number("own_cpu_share", optional=True),
+                   other_gpu_processes=f.integer("other_gpu_processes", optional=True),
+                   duration_s=f.number("duration_s", optional=True), reason=f.text("reason", optional=True),
+                   hosts=hosts)
+
+
+@dataclass(frozen=True)
+class Energy:
+    """Energy the run used, from hardware counters (`convbench.energy`); None, never 0, where unknown.
+
+    ``source`` is "nvml" (each rank's GPU, summed) or "rapl" (the CPU packages of each machine, once
+    per machine); None when no counter could be read, and ``reason`` says why. ``run_j`` covers the
+    run from its first evaluation to its end, evaluations included (the counters cannot leave them
+    out); ``to_target_j`` the same up to the end of the evaluation that first reached the target
+    (None when it was not reached). ``counters`` has each counter's own readings.
+    """
+
+    source: str | None
+    run_j: float | None = None
+    to_target_j: float | None = None
+    reason: str | None = None
+    counters: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str = "energy") -> Energy:
+        f = _Fields(data, path)
+        counters = f.sequence("counters", optional=True) or []
+        for index, counter in enumerate(counters):
+            _Fields(counter, f"{path}.counters[{index}]")
+        return cls(source=f.text("source", optional=True), run_j=f.number("run_j", optional=True),
+                   to_target_j=f.number("to_target_j", optional=True), reason=f.text("reason", optional=True),
+                   counters=counters)
+
+
 def _check_curves(curves: dict[str, Any], path: str = "curves") -> dict[str, Any]:
     """The loss curve and the evaluations must be lists of equal length per part (figures zip them)."""
     f = _Fields(curves, path)
@@ -282,6 +352,10 @@ class RunResult:
     schema: str = field(default=SCHEMA)
     #: Why training ended: "budget", "target", "diverged", ... (`convbench.engine`); None in version 1 files.
     stop_reason: str | None = None
+    #: Whether other work shared the machine during the run; None in files written before it was recorded.
+    machine_load: MachineLoad | None = None
+    #: Energy for the run and up to the target; None in files written before it was recorded.
+    energy: Energy | None = None
 
     # Conveniences for assertions in suites ------------------------------------------------------
     @property
@@ -311,7 +385,7 @@ class RunResult:
 
     def to_dict(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        for name in ("divergence", "timing", "target", "telemetry"):
+        for name in ("divergence", "timing", "target", "telemetry", "machine_load", "energy"):
             part = data[name]
             data[name] = None if part is None else part.to_dict()
         return _json_clean(data)
@@ -324,6 +398,7 @@ class RunResult:
         if schema not in READABLE_SCHEMAS:
             raise ResultSchemaError(f"result schema {schema!r}; this convbench reads {', '.join(READABLE_SCHEMAS)}")
         divergence, telemetry = f.mapping("divergence", optional=True), f.mapping("telemetry", optional=True)
+        machine_load, energy = f.mapping("machine_load", optional=True), f.mapping("energy", optional=True)
         return cls(
             case_id=f.text("case_id"), case=f.mapping("case"), scale=f.text("scale"), device=f.text("device"),
             world_size=f.integer("world_size"), steps=f.integer("steps"), steps_planned=f.integer("steps_planned"),
@@ -336,6 +411,8 @@ class RunResult:
             curves=_check_curves(f.mapping("curves")),
             telemetry=None if telemetry is None else Telemetry.from_dict(telemetry),
             schema=schema, stop_reason=f.text("stop_reason", optional=True),
+            machine_load=None if machine_load is None else MachineLoad.from_dict(machine_load),
+            energy=None if energy is None else Energy.from_dict(energy),
         )
 
 

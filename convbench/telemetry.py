@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import psutil
 
@@ -50,6 +50,7 @@ _ABSENT_FIELD_ERRORS = ("NVMLError_NotSupported", "NVMLError_NoPermission", "NVM
 JOIN_TIMEOUT_S = 5.0
 
 Sample = dict[str, "float | int | None"]
+_Built = TypeVar("_Built")
 
 
 class _Stat:
@@ -153,12 +154,12 @@ class Sampler:
             except CaseTimeoutError:  # the run's time limit, not a sampling error
                 raise
             except Exception as exc:
-                self._note_error(_one_line(exc))
+                self._note_error(one_line(exc))
             finally:
                 try:
                     self._close()
                 except Exception as exc:
-                    self._note_error(_one_line(exc))
+                    self._note_error(one_line(exc))
             self._result = self.result()
             return self._result
 
@@ -227,7 +228,7 @@ class Sampler:
         when = t if t is not None else self._clock() - self._t0
         with self._lock:
             self._halted = True
-        self._note_error(f"sampling stopped at {when:.2f} s: {_one_line(exc)}")
+        self._note_error(f"sampling stopped at {when:.2f} s: {one_line(exc)}")
 
     def _note_error(self, message: str) -> None:
         with self._lock:
@@ -455,10 +456,70 @@ def make_sampler(device: torch.device | str, interval: float = DEFAULT_INTERVAL_
     (NVML numbers devices in PCI bus order, as CUDA does with `CUDA_DEVICE_ORDER=PCI_BUS_ID`). `nvml`
     replaces the `pynvml` module (tests).
     """
+    opened = _first_nvml_device(device, nvml, lambda candidate, module: NvmlSampler([candidate], interval,
+                                                                                     nvml=module))
+    if isinstance(opened, str):
+        return _fallback(interval, opened)
+    return opened
+
+
+class NvmlDevice:
+    """One GPU through NVML, for readings taken once or twice rather than sampled: its energy counter
+    and the processes on it (`convbench.energy`, `convbench.machine_load`).
+
+    It initialises NVML itself (NVML counts initialisations, so a sampler may be open beside it) and
+    `close` shuts its own down. `open` finds the GPU as `make_sampler` does.
+    """
+
+    def __init__(self, device: int | str, *, nvml: ModuleType | Any) -> None:
+        self._nvml = nvml
+        nvml.nvmlInit()
+        self._open = True
+        try:
+            handle = nvml.nvmlDeviceGetHandleByUUID(device) if isinstance(device, str) else \
+                nvml.nvmlDeviceGetHandleByIndex(int(device))
+            self.index = int(nvml.nvmlDeviceGetIndex(handle)) if isinstance(device, str) else int(device)
+        except BaseException:
+            self.close()
+            raise
+        self._handle = handle
+        #: Errors that mean this board or driver does not give a reading (as for the sampler's fields).
+        self.absent_errors = tuple(getattr(nvml, name) for name in _ABSENT_FIELD_ERRORS if hasattr(nvml, name))
+
+    @classmethod
+    def open(cls, device: torch.device | str, *, nvml: ModuleType | Any | None = None) -> NvmlDevice:
+        """The GPU of CUDA device `device`; `ConvbenchError` saying in one line why NVML cannot read it."""
+        opened = _first_nvml_device(device, nvml, lambda candidate, module: cls(candidate, nvml=module))
+        if isinstance(opened, str):
+            raise ConvbenchError(opened)
+        return opened
+
+    @property
+    def label(self) -> str:
+        return f"GPU {self.index}"
+
+    def total_energy_mj(self) -> int:
+        """Millijoules since the driver loaded (NVML's counter; Volta and later)."""
+        return int(self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle))
+
+    def compute_pids(self) -> list[int]:
+        """The process ids of every compute context on this GPU, the run's own included."""
+        return sorted({int(process.pid) for process in self._nvml.nvmlDeviceGetComputeRunningProcesses(self._handle)})
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            with contextlib.suppress(self._nvml.NVMLError):
+                self._nvml.nvmlShutdown()
+
+
+def _first_nvml_device(device: torch.device | str, nvml: ModuleType | Any | None,
+                       build: Callable[[int | str, Any], _Built]) -> _Built | str:
+    """`build(candidate, nvml)` for the first NVML name of CUDA `device` that works, or why none did."""
     name = str(device)
     kind, _, index_text = name.partition(":")
     if kind != "cuda":
-        return _fallback(interval, f"device {name!r} is not a CUDA device")
+        return f"device {name!r} is not a CUDA device"
     cuda_index = int(index_text) if index_text else _current_cuda_index()
     # CUDA and NVML may number the GPUs differently (CUDA puts the fastest first by default, and NVML
     # ignores CUDA_VISIBLE_DEVICES): the UUID CUDA reports names the board for sure; the index is
@@ -467,19 +528,19 @@ def make_sampler(device: torch.device | str, interval: float = DEFAULT_INTERVAL_
     index, why = _nvml_index(cuda_index)
     candidates = [device for device in (uuid, index) if device is not None]
     if not candidates:
-        return _fallback(interval, why)
+        return why or f"no NVML device for {name!r}"
     if nvml is None:
         try:
             import pynvml as nvml
         except ImportError as exc:
-            return _fallback(interval, f"pynvml is not importable: {_one_line(exc)}")
+            return f"pynvml is not importable: {one_line(exc)}"
     problems = []
     for candidate in candidates:
         try:
-            return NvmlSampler([candidate], interval, nvml=nvml)
+            return build(candidate, nvml)
         except Exception as exc:  # NVML missing, no driver, no such device: telemetry degrades, training goes on
-            problems.append(_one_line(exc))
-    return _fallback(interval, f"NVML is unavailable: {'; '.join(dict.fromkeys(problems))}")
+            problems.append(one_line(exc))
+    return f"NVML is unavailable: {'; '.join(dict.fromkeys(problems))}"
 
 
 def merge_ranks(gathered: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
@@ -543,7 +604,7 @@ def _nvml_index(cuda_index: int) -> tuple[int | None, str | None]:
     return int(entry), None
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     message = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
