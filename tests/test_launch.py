@@ -98,12 +98,6 @@ def test_strong_scaling_splits_an_uneven_batch_exactly():
 
 
 @pytest.mark.slow
-def test_strong_scaling_needs_a_sample_per_rank():
-    with pytest.raises(CaseError, match="invalid batch_size=3 for world_size=4 with strong scaling"):
-        launch.run_case(SOFTMAX.replace(batch_size=3, world_size=4))
-
-
-@pytest.mark.slow
 def test_a_user_error_in_a_worker_is_one_line_and_the_pool_survives_replacement():
     with pytest.raises(ConvbenchError, match="unknown optimizer 'adma'") as info:
         launch.run_case(SOFTMAX.replace(optimizer="adma", world_size=2))
