@@ -105,7 +105,8 @@ class PreparedRun:
         registry = self.settings.registry or get_registry()
         components = CaseComponents(case, registry)  # an unknown name fails here, before any download
         self.device = resolve_device(case.device)
-        self.data = data = load_in_turns(case, registry, self.settings, dist, self.device).to(self.device)
+        # a private copy: what the case does to its data must not reach the cache, and so later cases
+        self.data = data = load_in_turns(case, registry, self.settings, dist, self.device).copy_to(self.device)
         self.target_split = target_split(case, data)
         num_samples = data.train[0].shape[0]
         self.share = RankShare.of(case, num_samples, dist.rank, dist.world_size)
