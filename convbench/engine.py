@@ -31,6 +31,7 @@ from convbench.device import resolve_device
 from convbench.distributed import DistContext
 from convbench.errors import ConvbenchError
 from convbench.evaluation import Evaluator, eval_steps, target_split, task_loss
+from convbench.isolation import CaseIsolation
 from convbench.loading import load_dataset as load_dataset  # public here since before the split
 from convbench.loading import load_in_turns
 from convbench.rank_share import RankShare
@@ -249,5 +250,12 @@ def prepare_in_this_process(case: Case, settings: RunSettings | None = None,
 
 
 def run_in_this_process(case: Case, settings: RunSettings | None = None) -> RunResult:
-    """Prepare and train a one-process case here, with no time limit (`convbench.run_case` runs any case)."""
-    return PreparedRun(case, settings).run()
+    """Prepare and train a one-process case here, with no time limit (`convbench.run_case` runs any case).
+
+    The global torch state it changes is put back afterwards, as `convbench.launch` does for every case.
+    """
+    isolation = CaseIsolation(f"case {case.id!r}")
+    try:
+        return PreparedRun(case, settings).run()
+    finally:
+        isolation.end_in_this_process()

@@ -4,12 +4,15 @@ process or on the reused worker pool. Each test runs a polluting case between tw
 from __future__ import annotations
 
 import textwrap
+import warnings
 
 import pytest
+import torch
 
-from convbench import launch
+from convbench import isolation, launch
 from convbench.case import Case
 from convbench.data import clear_cache
+from convbench.isolation import IsolationWarning
 from convbench.registry import reset_registry
 
 POLLUTERS = '''
@@ -90,6 +93,8 @@ def convbench_register_models(register):
 #: Three evaluations (steps 0, 3 and 6): the polluter pollutes after the third.
 CLEAN = Case(model="softmax", dataset="mnist-5k", optimizer="sgd", lr=0.5, batch_size=100, steps=6, eval_every=3,
              eval_train_samples=500)
+RESTORABLE = ("forward_hook", "default_dtype", "grad_mode", "num_threads", "deterministic", "anomaly",
+              "matmul_precision", "cudnn", "default_device")
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +133,66 @@ def test_a_model_that_writes_into_its_input_changes_no_other_case_data(polluters
     assert same_run(before, after)
     if when == "eval":  # the editor's own evaluations saw what it wrote: it did write into the data
         assert edited.final["test_loss"] is None or edited.final["test_loss"] > 100 * before.final["test_loss"]
+
+
+# --------------------------------------------------------------------------- global torch state
+@pytest.mark.parametrize("pollution", RESTORABLE)
+def test_global_torch_state_a_case_changes_is_put_back_in_this_process(polluters, pollution):
+    state = isolation.capture()
+    before = launch.run_case(CLEAN)
+    with launch.prepare(CLEAN.replace(model="polluter", model_kwargs={"pollution": pollution})) as polluting:
+        polluting.run()
+        changed = [name for name, value in isolation.capture().items() if value != state[name]]
+        assert changed, f"{pollution} changed nothing"  # the polluter did pollute, and it lasted past its run
+    assert isolation.capture() == state
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IsolationWarning)
+        after = launch.run_case(CLEAN)
+    assert same_run(before, after)
+
+
+def test_state_that_cannot_be_put_back_is_named_in_a_warning(polluters):
+    polluting = CLEAN.replace(model="polluter", model_kwargs={"pollution": "inference_mode"})
+    try:
+        with pytest.warns(IsolationWarning, match=r"case '.*polluter.*' changed global torch state that cannot be "
+                                                  r"put back \(inference mode\); later cases in this process see it"):
+            launch.run_case(polluting)
+        assert torch.is_inference_mode_enabled()
+    finally:
+        while polluters.LEAKED:
+            polluters.LEAKED.pop().__exit__(None, None, None)
+    assert not torch.is_inference_mode_enabled()
+
+
+def test_restore_puts_back_only_what_differs_and_reports_what_it_cannot():
+    calls = []
+    value = {"fixed": 1, "settable": 1}
+    settings = (
+        isolation.Setting("fixed", lambda: value["fixed"]),
+        isolation.Setting("settable", lambda: value["settable"], lambda v: (calls.append(v), value.update(settable=v))),
+        isolation.Setting("refuses", lambda: 1 / 0, lambda v: calls.append(("refuses", v))),
+    )
+    saved = isolation.capture(settings)
+    assert saved["refuses"] is isolation.UNREADABLE
+    assert isolation.restore(saved, settings) == [] and calls == []  # nothing differs: nothing is set
+    value.update(fixed=2, settable=2)
+    assert isolation.restore(saved, settings) == ["fixed"]
+    assert calls == [1] and value["settable"] == 1  # an unreadable saved value is left alone
+
+
+@pytest.mark.slow
+def test_a_polluting_case_on_the_worker_pool_changes_no_later_case(polluters):
+    clean = CLEAN.replace(world_size=2)
+    before = launch.run_case(clean)
+    launch.run_case(clean.replace(model="polluter", model_kwargs={"pollution": ",".join(RESTORABLE)}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IsolationWarning)
+        after = launch.run_case(clean)
+    assert after.timing.pool_reused  # the same workers, with their state put back
+    assert same_run(before, after)
+    # state the workers cannot put back: the next case starts new workers
+    with pytest.warns(IsolationWarning, match=r"cannot put back \(inference mode\); the next case starts new workers"):
+        launch.run_case(clean.replace(model="polluter", model_kwargs={"pollution": "inference_mode"}))
+    fresh = launch.run_case(clean)
+    assert not fresh.timing.pool_reused
+    assert same_run(before, fresh)
