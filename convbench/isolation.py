@@ -89,13 +89,30 @@ def _fp32_precision(backend: str, op: str) -> Setting:
                    lambda value: torch._C._set_fp32_precision_setter(backend, op, value))
 
 
+def _switch(name: str, owner: Any, getter: str, setter: str | None = None, unpack: bool = False) -> Setting:
+    """A setting behind functions of ``owner`` (``torch._C``, ...), looked up when used: a torch older than
+    the one that added them reads them as unreadable, never restored, instead of failing on import."""
+    def put_back(value: Any) -> None:
+        assert setter is not None
+        function = getattr(owner, setter)
+        if unpack:
+            function(*value)
+        else:
+            function(value)
+
+    return Setting(name, lambda: getattr(owner, getter)(), None if setter is None else put_back)
+
+
+def _cublas(switch: str, unpack: bool = False) -> Setting:
+    return _switch(f"torch.backends.cuda.matmul.{switch}", torch._C, f"_get_cublas_{switch}", f"_set_cublas_{switch}",
+                   unpack)
+
+
 def _sdp(kind: str) -> Setting:
-    backends = torch.backends.cuda
-    return Setting(f"torch.backends.cuda.{kind}_sdp_enabled", getattr(backends, f"{kind}_sdp_enabled"),
-                   getattr(backends, f"enable_{kind}_sdp"))
+    return _switch(f"torch.backends.cuda.{kind}_sdp_enabled", torch.backends.cuda, f"{kind}_sdp_enabled",
+                   f"enable_{kind}_sdp")
 
 
-_CUBLAS = torch._C
 #: Everything a case is isolated from, in the order it is put back: the legacy precision switches before
 #: the newer per-backend ones that they also set, the default device before the function-mode stack it uses.
 SETTINGS: tuple[Setting, ...] = (
@@ -103,7 +120,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("default device", _default_device, torch.set_default_device),
     Setting("grad mode", torch.is_grad_enabled, torch.set_grad_enabled),
     Setting("inference mode", torch.is_inference_mode_enabled),
-    Setting("torch function modes", torch._C._len_torch_function_stack),
+    _switch("torch function modes", torch._C, "_len_torch_function_stack"),
     Setting("num threads", torch.get_num_threads, torch.set_num_threads),
     Setting("num interop threads", torch.get_num_interop_threads, torch.set_num_interop_threads),
     Setting("deterministic algorithms",
@@ -112,7 +129,7 @@ SETTINGS: tuple[Setting, ...] = (
     _attribute(torch.utils.deterministic, "fill_uninitialized_memory"),
     Setting("anomaly detection", lambda: (torch.is_anomaly_enabled(), torch.is_anomaly_check_nan_enabled()),
             _set_anomaly),
-    Setting("autograd multithreading", torch._C._is_multithreading_enabled, torch._C._set_multithreading_enabled),
+    _switch("autograd multithreading", torch._C, "_is_multithreading_enabled", "_set_multithreading_enabled"),
     _attribute(torch.backends.cudnn, "enabled"),
     _attribute(torch.backends.cudnn, "benchmark"),
     _attribute(torch.backends.cudnn, "benchmark_limit"),
@@ -120,15 +137,10 @@ SETTINGS: tuple[Setting, ...] = (
     _attribute(torch.backends.cudnn, "allow_tf32"),
     _attribute(torch.backends.mkldnn, "enabled"),
     Setting("float32 matmul precision", torch.get_float32_matmul_precision, torch.set_float32_matmul_precision),
-    Setting("torch.backends.cuda.matmul.allow_tf32", _CUBLAS._get_cublas_allow_tf32, _CUBLAS._set_cublas_allow_tf32),
-    Setting("torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction",
-            _CUBLAS._get_cublas_allow_fp16_reduced_precision_reduction,
-            lambda value: _CUBLAS._set_cublas_allow_fp16_reduced_precision_reduction(*value)),
-    Setting("torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction",
-            _CUBLAS._get_cublas_allow_bf16_reduced_precision_reduction,
-            lambda value: _CUBLAS._set_cublas_allow_bf16_reduced_precision_reduction(*value)),
-    Setting("torch.backends.cuda.matmul.allow_fp16_accumulation", _CUBLAS._get_cublas_allow_fp16_accumulation,
-            _CUBLAS._set_cublas_allow_fp16_accumulation),
+    _cublas("allow_tf32"),
+    _cublas("allow_fp16_reduced_precision_reduction", unpack=True),
+    _cublas("allow_bf16_reduced_precision_reduction", unpack=True),
+    _cublas("allow_fp16_accumulation"),
     *(_fp32_precision(backend, op) for backend, op in (
         ("generic", "all"), ("cuda", "matmul"), ("cuda", "conv"), ("cuda", "rnn"),
         ("mkldnn", "matmul"), ("mkldnn", "conv"), ("mkldnn", "rnn"))),
