@@ -130,6 +130,10 @@ class Case:
         self._check(_is_positive_int(self.world_size), "world_size", "a positive integer")
         if self.scaling not in SCALINGS:
             raise CaseError(f"scaling={self.scaling!r} is invalid; " + choices_hint(str(self.scaling), SCALINGS))
+        if self.scaling == "strong" and self.batch_size is not None and self.batch_size < self.world_size:
+            raise CaseError(
+                f"invalid batch_size={self.batch_size} for world_size={self.world_size} with strong scaling: every "
+                "rank needs at least one sample; use a larger batch or scaling='weak'")
         self._check(isinstance(self.device, str) and re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device)
                     is not None, "device", "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
         if self.world_size > 1 and self.device not in ("auto", "cpu", "cuda"):

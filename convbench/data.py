@@ -53,8 +53,20 @@ class DatasetSplits:
         return {n: s for n in ("train", "val", "test") if (s := getattr(self, n)) is not None}
 
     def to(self, device: torch.device) -> DatasetSplits:
+        """These splits on ``device``: the same tensors where they are there already."""
+        return self._moved(device, copy=False)
+
+    def copy_to(self, device: torch.device) -> DatasetSplits:
+        """A private copy of these splits on ``device``, even where they are there already.
+
+        A case trains on such a copy, never on `load_cached`'s tensors (see there): on an accelerator
+        moving the data is this copy, on the CPU it costs one more copy of the data set per live case.
+        """
+        return self._moved(device, copy=True)
+
+    def _moved(self, device: torch.device, copy: bool) -> DatasetSplits:
         def move(split: Split | None) -> Split | None:
-            return None if split is None else (split[0].to(device), split[1].to(device))
+            return None if split is None else (split[0].to(device, copy=copy), split[1].to(device, copy=copy))
 
         return replace(self, train=move(self.train), val=move(self.val), test=move(self.test))
 
@@ -120,13 +132,24 @@ def compose(transforms: Sequence[Callable[[torch.Tensor], torch.Tensor]]) -> Cal
 
 
 # Loading a data set (parsing 5,000 CSV rows, or reading 60,000 images) costs far more than a quick
-# case's training, so each process keeps the last few it loaded. Tensors are shared read-only: the
-# engine never writes into them, so no case can see another's changes.
+# case's training, so each process keeps the last few it loaded.
 _CACHE: OrderedDict[str, DatasetSplits] = OrderedDict()
 _CACHE_SIZE = 4
 
 
 def load_cached(key_parts: dict[str, Any], load: Callable[[], DatasetSplits]) -> DatasetSplits:
+    """The data set ``key_parts`` names, from this process's cache or from ``load()``.
+
+    The tensors returned are the cache's own, shared by every later case: a case gets a private copy
+    (`DatasetSplits.copy_to`, which `convbench.engine.PreparedRun` makes), because torch has no
+    read-only tensors and a model may write into its input (``x.mul_(...)``, an in-place first
+    layer) during evaluation, where batches are views of the split, or anywhere else. A copy per case
+    was chosen over checking a checksum after each case: it costs no more time than the checksum
+    (one pass over the data, in the untimed preparation), it prevents the damage instead of finding
+    it after a case was measured on it, and on an accelerator it costs nothing, since moving the data
+    there is that copy. On the CPU it holds one more copy of the data set while a case is prepared
+    (CIFAR-10: 0.7 GB), and the training step's hot path stays as it was.
+    """
     key = json.dumps(key_parts, sort_keys=True, default=str)
     if key in _CACHE:
         _CACHE.move_to_end(key)

@@ -31,6 +31,7 @@ from convbench.device import resolve_device
 from convbench.distributed import DistContext
 from convbench.errors import ConvbenchError
 from convbench.evaluation import Evaluator, eval_steps, target_split, task_loss
+from convbench.isolation import CaseIsolation
 from convbench.loading import load_dataset as load_dataset  # public here since before the split
 from convbench.loading import load_in_turns
 from convbench.rank_share import RankShare
@@ -105,7 +106,8 @@ class PreparedRun:
         registry = self.settings.registry or get_registry()
         components = CaseComponents(case, registry)  # an unknown name fails here, before any download
         self.device = resolve_device(case.device)
-        self.data = data = load_in_turns(case, registry, self.settings, dist, self.device).to(self.device)
+        # a private copy: what the case does to its data must not reach the cache, and so later cases
+        self.data = data = load_in_turns(case, registry, self.settings, dist, self.device).copy_to(self.device)
         self.target_split = target_split(case, data)
         num_samples = data.train[0].shape[0]
         self.share = RankShare.of(case, num_samples, dist.rank, dist.world_size)
@@ -249,5 +251,12 @@ def prepare_in_this_process(case: Case, settings: RunSettings | None = None,
 
 
 def run_in_this_process(case: Case, settings: RunSettings | None = None) -> RunResult:
-    """Prepare and train a one-process case here, with no time limit (`convbench.run_case` runs any case)."""
-    return PreparedRun(case, settings).run()
+    """Prepare and train a one-process case here, with no time limit (`convbench.run_case` runs any case).
+
+    The global torch state it changes is put back afterwards, as `convbench.launch` does for every case.
+    """
+    isolation = CaseIsolation(f"case {case.id!r}")
+    try:
+        return PreparedRun(case, settings).run()
+    finally:
+        isolation.end_in_this_process()

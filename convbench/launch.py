@@ -10,6 +10,7 @@ times only those therefore times the same thing on one process and on many.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from types import TracebackType
 
 from convbench import torchrun
@@ -17,6 +18,7 @@ from convbench.case import Case
 from convbench.distributed import launched_by_torchrun
 from convbench.engine import PreparedRun, RunSettings, prepare_in_this_process, resolve_device
 from convbench.errors import ConvbenchError
+from convbench.isolation import CaseIsolation
 from convbench.pool import DEFAULT_TIMEOUT_S, Lease, WorkerPool, close_pools, pool_for
 from convbench.result import RunResult
 from convbench.time_limit import time_limit
@@ -43,16 +45,16 @@ def prepare(case: Case, settings: RunSettings | None = None, timeout_s: float | 
     timeout_s = settings.timeout_s if timeout_s is None else timeout_s
     if launched_by_torchrun():
         # no limit: interrupting one rank would leave the others waiting in a collective
-        return _InThisProcess(prepare_in_this_process(case, settings, torchrun.join_for(case)), None)
+        return _InThisProcess(case, lambda: prepare_in_this_process(case, settings, torchrun.join_for(case)), None)
     if case.world_size == 1:
-        with time_limit(timeout_s, f"case {case.id!r}"):
-            return _InThisProcess(prepare_in_this_process(case, settings), timeout_s)
+        return _InThisProcess(case, lambda: prepare_in_this_process(case, settings), timeout_s)
     return _OnWorkerPool(case, settings, DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s)
 
 
 class PreparedCase(abc.ABC):
     """A case ready to train on its processes: `run` it once, or time rounds of steps; then `close` it
-    (or use it as a context manager) so that its workers let go of its data."""
+    (or use it as a context manager) so that its processes let go of its data and put back the global
+    torch state it changed (`convbench.isolation`)."""
 
     #: Seconds spent starting worker processes for this case (0 when they were running already).
     startup_s: float = 0.0
@@ -90,12 +92,23 @@ class PreparedCase(abc.ABC):
 
 
 class _InThisProcess(PreparedCase):
-    """This process's rank of the case: alone, or in torchrun's process group."""
+    """This process's rank of the case: alone, or in torchrun's process group.
 
-    def __init__(self, prepared: PreparedRun, timeout_s: float | None) -> None:
-        super().__init__(prepared.case)
-        self._prepared: PreparedRun | None = prepared
+    The global torch state the case finds is put back when it is closed (`convbench.isolation`), or at
+    once if its preparation fails, so that what it changes does not reach the session's later cases.
+    """
+
+    def __init__(self, case: Case, prepare_here: Callable[[], PreparedRun], timeout_s: float | None) -> None:
+        super().__init__(case)
+        self._isolation = CaseIsolation(f"case {case.id!r}")
         self._timeout_s = timeout_s
+        try:
+            with time_limit(timeout_s, f"case {case.id!r}"):
+                prepared = prepare_here()
+        except BaseException:
+            self._isolation.end_in_this_process()
+            raise
+        self._prepared: PreparedRun | None = prepared
         self._global_batch = prepared.batches.batch_size  # kept when the prepared run is let go
 
     @property
@@ -118,6 +131,7 @@ class _InThisProcess(PreparedCase):
 
     def close(self) -> None:
         self._prepared = None  # its data and model, on the device, go with it
+        self._isolation.end_in_this_process()
 
 
 class _OnWorkerPool(PreparedCase):

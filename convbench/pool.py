@@ -8,7 +8,12 @@ one started for the next case, so no case inherits a broken process group.
 The protocol: the session sends every rank the same `Request`; every rank answers it with `Done` or
 `Failed` (rank 0's `Done` carries the answer), and rank 0 reports each evaluation of a run as it
 happens. A case is first prepared (data on the device, fresh model: outside any benchmark's timing),
-then run once or timed in rounds of steps, then released.
+then run once or timed in rounds of steps, then released. When it ends, each worker puts back the global
+torch state the case changed (`convbench.isolation`); state a worker cannot put back retires the pool.
+
+A rank that dies (killed, ``os._exit``, a crash in C) makes the others fail at once with gloo's
+"connection reset by peer"; the session reports the death, naming the rank, its pid and its exit code
+or signal, rather than the echo that reaches it first.
 """
 
 from __future__ import annotations
@@ -17,12 +22,15 @@ import atexit
 import contextlib
 import enum
 import multiprocessing
+import multiprocessing.connection
 import os
 import queue
+import signal
 import socket
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -35,6 +43,7 @@ from convbench.case import Case
 from convbench.distributed import DistContext
 from convbench.engine import PreparedRun, Progress, RunSettings, prepare_in_this_process
 from convbench.errors import CaseError, CaseTimeoutError, ConvbenchError, RankFailedError
+from convbench.isolation import CaseIsolation, IsolationWarning
 from convbench.registry import conftest_plugin_files, use_conftest_plugin_files
 from convbench.result import RunResult
 from convbench.torchrun import destroy_process_group
@@ -43,6 +52,9 @@ from convbench.torchrun import destroy_process_group
 DEFAULT_TIMEOUT_S = 1800.0
 _POLL_S = 0.5
 _PORT_ATTEMPTS = 3
+#: How long a rank's failure waits for another rank to die before it is reported. When a rank dies (killed,
+#: ``os._exit``) the others fail at once with gloo's "connection reset by peer": the death is the story.
+_DEATH_GRACE_S = 1.0
 
 
 # ------------------------------------------------------------------------------------ messages
@@ -52,6 +64,11 @@ class RequestKind(enum.Enum):
     TIME_STEPS = "time_steps"  # a throughput round of `steps` steps; answer: the slowest rank's seconds
     RELEASE = "release"  # drop the prepared case
     STOP = "stop"  # leave the process group and exit
+
+
+#: What the workers are doing while they answer a request: named in time-outs and in a dead rank's story.
+_DOING = {RequestKind.PREPARE: "preparing", RequestKind.RUN: "running", RequestKind.TIME_STEPS: "timing steps of",
+          RequestKind.RELEASE: "releasing"}
 
 
 @dataclass(frozen=True)
@@ -85,6 +102,9 @@ class Done:
     token: int
     rank: int
     answer: Any = None  # rank 0's; None from the others
+    #: Global torch state a case that ended with this request left changed and the worker could not put
+    #: back (`convbench.isolation`): the pool is replaced before the next case.
+    unrestored: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -173,6 +193,7 @@ class WorkerPool:
         self._token = 0
         self._held: Lease | None = None
         self._startup_charged = False
+        self._unrestored: set[str] = set()  # global state a case left that the workers could not put back
         for attempt in range(1, _PORT_ATTEMPTS + 1):
             try:
                 self.process_group_init_s = self._start(device_type, free_port(), start_timeout_s)
@@ -198,13 +219,15 @@ class WorkerPool:
             process.start()
         init_times = []
         deadline = time.monotonic() + start_timeout_s
+        what = "starting the worker pool"
         try:
             while len(init_times) < self.world_size:
-                message = self._next_message(deadline, what="start the worker pool")
+                message = self._next_message(deadline, what)
                 if isinstance(message, Ready):
                     init_times.append(message.init_s)
                 elif isinstance(message, Failed):
-                    raise RankFailedError(f"rank {message.rank} failed to join the process group:\n{message.text}")
+                    raise RankFailedError(self._death_behind(message, what)
+                                          or f"rank {message.rank} failed to join the process group:\n{message.text}")
         except BaseException:
             self.close()  # the ranks that did start must not wait for the others forever
             raise
@@ -270,22 +293,35 @@ class WorkerPool:
         for requests in self.requests:
             requests.put(request)
         try:
-            return self._answer_to(request.token, case_id, timeout_s, progress)
+            answer = self._answer_to(request.token, case_id, _DOING.get(request.kind, request.kind.value), timeout_s,
+                                     progress)
         except BaseException:
-            self.close()
-            if _POOLS.get((self.world_size, self.device_type)) is self:
-                del _POOLS[(self.world_size, self.device_type)]
+            self._retire()
             raise
+        if self._unrestored and request.kind in (RequestKind.RUN, RequestKind.RELEASE):
+            warnings.warn(f"case {case_id!r} changed global torch state that its workers cannot put back "
+                          f"({', '.join(sorted(self._unrestored))}); the next case starts new workers",
+                          IsolationWarning, stacklevel=4)
+            self._retire()
+        return answer
 
-    def _answer_to(self, token: int, case_id: str, timeout_s: float,
+    def _retire(self) -> None:
+        """Stop the workers and forget this pool, so that the next case of its world size starts a new one."""
+        self.close()
+        if _POOLS.get((self.world_size, self.device_type)) is self:
+            del _POOLS[(self.world_size, self.device_type)]
+
+    def _answer_to(self, token: int, case_id: str, doing: str, timeout_s: float,
                    progress: Callable[[Progress], None] | None) -> Any:
-        """Wait until every rank is done with request ``token``, forwarding rank 0's progress; its answer."""
+        """Wait until every rank is done with request ``token`` (``doing`` case ``case_id``: "running", ...),
+        forwarding rank 0's progress; its answer."""
         deadline = time.monotonic() + timeout_s
+        what = f"{doing} case {case_id!r}"
         done: set[int] = set()
         answer: Any = None
         while len(done) < self.world_size:
             try:
-                message = self._next_message(deadline, what=f"finish case {case_id!r} within {timeout_s:g} s")
+                message = self._next_message(deadline, what)
             except CaseTimeoutError:
                 raise CaseTimeoutError(f"case {case_id!r} did not finish within {timeout_s:g} s on {self.world_size} "
                                        "processes; its workers were stopped") from None
@@ -294,9 +330,11 @@ class WorkerPool:
             if isinstance(message, ProgressReport) and progress is not None:
                 progress(message.progress)
             elif isinstance(message, Failed):
-                raise _error_of(message, case_id)
+                died = self._death_behind(message, what)
+                raise RankFailedError(died) if died else _error_of(message, case_id)
             elif isinstance(message, Done):
                 done.add(message.rank)
+                self._unrestored.update(message.unrestored)
                 if message.rank == 0:
                     answer = message.answer
         return answer
@@ -305,17 +343,63 @@ class WorkerPool:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise CaseTimeoutError(f"timed out after waiting to {what}")
+                raise CaseTimeoutError(f"timed out while {what}")
             try:
                 return self.results.get(timeout=min(_POLL_S, remaining))
             except queue.Empty:
-                dead = [p for p in self.processes if not p.is_alive()]
-                if dead:
+                if any(process.exitcode is not None for process in self.processes):
                     # a rank that dies without a word (killed, segfault) must not leave us waiting
-                    with contextlib.suppress(queue.Empty):
-                        return self.results.get(timeout=_POLL_S)
-                    raise RankFailedError(
-                        f"{dead[0].name} exited with code {dead[0].exitcode} while trying to {what}") from None
+                    return self._last_words(what)
+
+    # ------------------------------------------------------------------------------ dead ranks
+    def _last_words(self, what: str) -> Failed:
+        """The failure a rank that has exited reported before it did; else its death, raised.
+
+        A worker that cannot join the process group reports it and then exits, so its own message may
+        still be on its way. A living rank's failure meanwhile is the death's echo, told after it.
+        """
+        echo: Failed | None = None
+        deadline = time.monotonic() + _POLL_S
+        with contextlib.suppress(queue.Empty):
+            while (remaining := deadline - time.monotonic()) > 0:
+                message = self.results.get(timeout=remaining)
+                if isinstance(message, Failed):
+                    if self.processes[message.rank].exitcode is not None:
+                        return message
+                    echo = echo or message
+        exited = [rank for rank, process in enumerate(self.processes) if process.exitcode is not None]
+        raise RankFailedError(self._deaths(exited, what, echo)) from None
+
+    def _death_behind(self, failure: Failed, what: str) -> str | None:
+        """If another rank died around ``failure``, the death's story, which is the one to tell; else None.
+
+        A user error is its own story. Any other failure waits up to `_DEATH_GRACE_S` for another rank
+        to die: the rank that saw a peer's socket close may report before the peer is known to be dead.
+        Exit code 0 is no death: a worker that cannot join the process group says so, then returns.
+        """
+        if failure.error_type is not None:
+            return None
+        others = {rank: process for rank, process in enumerate(self.processes) if rank != failure.rank}
+        deadline = time.monotonic() + _DEATH_GRACE_S
+        while True:
+            dead = [rank for rank, process in others.items() if process.exitcode not in (None, 0)]
+            if dead:
+                return self._deaths(dead, what, failure)
+            alive = [process.sentinel for process in others.values() if process.exitcode is None]
+            remaining = deadline - time.monotonic()
+            if not alive or remaining <= 0:
+                return None
+            multiprocessing.connection.wait(alive, timeout=remaining)
+
+    def _deaths(self, ranks: list[int], what: str, echo: Failed | None) -> str:
+        """"rank 1 (pid 123) died with signal SIGKILL while running case 'x'", and the echo on another rank."""
+        deaths = [f"rank {rank} (pid {self.processes[rank].pid}) died with "
+                  f"{_exit_story(self.processes[rank].exitcode)}" for rank in ranks]
+        story = f"{'; '.join(deaths)} while {what}"
+        if echo is not None:
+            last_line = echo.text.strip().splitlines()[-1] if echo.text.strip() else "(no message)"
+            story += f"\n(rank {echo.rank} then failed: {last_line})"
+        return story
 
     def close(self) -> None:
         self._held = None
@@ -335,6 +419,16 @@ def _error_of(failure: Failed, case_id: str) -> ConvbenchError:
     if failure.error_type:
         return getattr(errors, failure.error_type, ConvbenchError)(failure.text)
     return RankFailedError(f"rank {failure.rank} failed in case {case_id!r}:\n{failure.text}")
+
+
+def _exit_story(exitcode: int | None) -> str:
+    """How a process ended: "exit code 3", or "signal SIGKILL" (multiprocessing gives a signal as -N)."""
+    if exitcode is None or exitcode >= 0:
+        return f"exit code {exitcode}"
+    try:
+        return f"signal {signal.Signals(-exitcode).name}"
+    except ValueError:
+        return f"signal {-exitcode}"
 
 
 # ----------------------------------------------------------------------------------- a worker
@@ -381,20 +475,28 @@ def _exit_with_parent() -> None:
 
 
 class _Worker:
-    """One rank's side of the protocol: it keeps the prepared case between requests."""
+    """One rank's side of the protocol: it keeps the prepared case between requests.
+
+    A case lives from its PREPARE until it has run, is released, or the next PREPARE supersedes it; the
+    global torch state it changed in that time is then put back to what the worker had before it
+    (`convbench.isolation`: the worker's own thread count included), and what cannot be is reported.
+    """
 
     def __init__(self, context: DistContext, results: Any) -> None:
         self.context = context
         self.results = results
         self.prepared: PreparedRun | None = None
         self._token = 0  # of the request being answered: progress reports carry it
+        self._isolation: CaseIsolation | None = None  # of the case prepared or running now
+        self._unrestored: list[str] = []
 
     def answer(self, request: Request) -> None:
         self._token = request.token
         rank = self.context.rank
         try:
             answer = self._handle(request)
-            self.results.put(Done(request.token, rank, answer if self.context.is_main else None))
+            unrestored, self._unrestored = tuple(self._unrestored), []
+            self.results.put(Done(request.token, rank, answer if self.context.is_main else None, unrestored))
         except ConvbenchError as exc:
             self.results.put(Failed(request.token, rank, str(exc), type(exc).__name__))
         except BaseException:
@@ -403,23 +505,35 @@ class _Worker:
     def _handle(self, request: Request) -> Any:
         if request.kind is RequestKind.PREPARE:
             assert request.case is not None and request.settings is not None
-            self.prepared = None  # the superseded case's memory goes before the next one loads
+            self._end_case()  # the superseded case's memory goes before the next one loads
+            case = Case(**request.case)
+            self._isolation = CaseIsolation(f"case {case.id!r}")
             use_conftest_plugin_files(request.conftest_plugins)
             settings = replace(request.settings, progress=self._report if self.context.is_main else None)
-            self.prepared = prepare_in_this_process(Case(**request.case), settings, self.context)
+            self.prepared = prepare_in_this_process(case, settings, self.context)
             return self.prepared.batches.batch_size
         if request.kind is RequestKind.RELEASE:
-            self.prepared = None
+            self._end_case()
             return None
         prepared = self.prepared
         if prepared is None:
             raise ConvbenchError(f"no case is prepared on this worker for a {request.kind.value!r} request")
         if request.kind is RequestKind.RUN:
             self.prepared = None  # a prepared run trains once
-            return prepared.run().to_dict()
+            try:
+                return prepared.run().to_dict()
+            finally:
+                self._end_case()
         if request.kind is RequestKind.TIME_STEPS:
             return prepared.time_steps(request.steps)
         raise ValueError(f"unknown request kind {request.kind!r}")
+
+    def _end_case(self) -> None:
+        """Let go of the case and put back the global state it changed."""
+        self.prepared = None
+        if self._isolation is not None:
+            self._unrestored += self._isolation.end()
+            self._isolation = None
 
     def _report(self, progress: Progress) -> None:
         self.results.put(ProgressReport(self._token, progress))

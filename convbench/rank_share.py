@@ -14,17 +14,25 @@ from convbench.errors import CaseError
 
 def global_batch_size(case: Case, num_samples: int, world_size: int) -> int:
     """Strong scaling keeps the case's batch as the global batch; weak scaling gives every rank the
-    case's batch. Full-batch runs use the whole training set."""
+    case's batch. Full-batch runs use the whole training set.
+
+    A global batch larger than the training set is an error that names the values the user set (the
+    case's ``batch_size`` and ``world_size``), not the product. `Case` itself rejects a strong-scaling
+    batch smaller than the world size, before any data is loaded or any worker starts.
+    """
     if case.batch_size is None:
         return num_samples
-    if case.scaling == "weak":
-        return case.batch_size * world_size
-    if case.batch_size < world_size:
+    if case.scaling == "strong":
+        if case.batch_size > num_samples:
+            raise CaseError(f"invalid batch_size={case.batch_size}: larger than the {num_samples} training samples")
+        return case.batch_size
+    global_batch = case.batch_size * world_size
+    if global_batch > num_samples:
         raise CaseError(
-            f"invalid batch_size={case.batch_size} for world_size={world_size} with strong scaling: every rank "
-            "needs at least one sample; use a larger batch or scaling='weak'"
-        )
-    return case.batch_size
+            f"invalid batch_size={case.batch_size} for world_size={world_size} with weak scaling: every rank takes "
+            f"{case.batch_size} samples, {global_batch} in all, more than the {num_samples} training samples; valid "
+            f"choices: batch_size up to {num_samples // world_size}, or scaling='strong'")
+    return global_batch
 
 
 @dataclass(frozen=True)

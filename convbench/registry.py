@@ -79,6 +79,19 @@ LOAD_PLUGINS_ENV = "CONVBENCH_LOAD_PLUGINS"
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
+#: What plugin code may raise that is not the plugin's problem: the user pressed Ctrl-C, or the case's time
+#: is up (`convbench.time_limit`: and a registry that skipped a plugin for it must not be cached). Anything
+#: else a plugin raises while it is imported or registers, ``SystemExit`` from ``sys.exit`` included, is
+#: the plugin's problem: it is skipped and reported, and the session goes on.
+_NOT_THE_PLUGINS_FAULT = (KeyboardInterrupt, CaseTimeoutError)
+
+
+def _describe(exc: BaseException) -> str:
+    """"ImportError: needs jax"; "SystemExit: sys.exit(3)" for an exit, which has no message of its own."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit: sys.exit({exc.code!r})"
+    return f"{type(exc).__name__}: {exc}"
+
 
 @dataclass(frozen=True)
 class Component:
@@ -144,6 +157,8 @@ class Component:
                 context[key] = value
         try:
             return self.factory(**context, **merged)
+        except _NOT_THE_PLUGINS_FAULT:
+            raise
         except (TypeError, ValueError) as exc:
             scalars = {k: v for k, v in context.items() if isinstance(v, (int, float, str, bool))}
             shown = ", ".join(f"{k}={v!r}" for k, v in {**scalars, **merged}.items()) or "no arguments"
@@ -151,6 +166,11 @@ class Component:
             raise ComponentArgumentError(
                 f"{self.kind} {self.name!r} rejected {shown}: {first_line}"
             ) from exc
+        except Exception:  # a bug in the factory: its own traceback tells it
+            raise
+        except BaseException as exc:  # sys.exit in a factory: this case fails, the session goes on
+            raise ConvbenchError(f"{self.kind} {self.name!r} from plugin {self.plugin!r} raised {_describe(exc)} "
+                                 "while being built") from exc
 
 
 def _signature_params(factory: Callable[..., Any]) -> list[inspect.Parameter] | None:
@@ -277,8 +297,10 @@ def _entry_points_to_load(problems: list[str]) -> list[tuple[str, object]]:
             continue
         try:
             loaded.append((ep.name, ep.load()))
-        except Exception as exc:  # a broken third-party plugin must not break the session
-            problems.append(f"plugin {ep.name!r} ({ep.value}) failed to import: {type(exc).__name__}: {exc}")
+        except _NOT_THE_PLUGINS_FAULT:
+            raise
+        except BaseException as exc:  # a broken third-party plugin must not break the session, sys.exit included
+            problems.append(f"plugin {ep.name!r} ({ep.value}) failed to import: {_describe(exc)}")
     return loaded
 
 
@@ -333,10 +355,10 @@ def load_registry(
             try:
                 caller(register=_make_register(kind, name, staged))
                 registry.add_all(staged)
-            except CaseTimeoutError:  # the case's time is up: not this plugin's fault, and not to be cached
+            except _NOT_THE_PLUGINS_FAULT:
                 raise
-            except Exception as exc:
-                message = str(exc) if isinstance(exc, ConvbenchError) else f"{type(exc).__name__}: {exc}"
+            except BaseException as exc:
+                message = str(exc) if isinstance(exc, ConvbenchError) else _describe(exc)
                 registry.problems.append(f"plugin {name!r} skipped for {kind}s: {message}")
     for problem in registry.problems:
         warnings.warn(problem, PluginProblemWarning, stacklevel=2)

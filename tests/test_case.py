@@ -136,3 +136,12 @@ def test_scale_switching_between_epochs_and_steps():
 def test_grid_cases_inherit_the_base_scales():
     base = BASE.replace(scales={"quick": {"epochs": 1}})
     assert all(p.values[0].at_scale("quick").epochs == 1 for p in grid(base, lr=[0.1, 0.2]))
+
+
+def test_strong_scaling_needs_a_sample_per_rank_before_any_worker_starts():
+    with pytest.raises(CaseError, match=r"^invalid batch_size=3 for world_size=4 with strong scaling: every rank "
+                                        r"needs at least one sample; use a larger batch or scaling='weak'$"):
+        BASE.replace(batch_size=3, world_size=4)
+    assert BASE.replace(batch_size=3, world_size=4, scaling="weak").world_size == 4  # every rank takes 3
+    assert BASE.replace(batch_size=4, world_size=4).batch_size == 4
+    assert BASE.replace(batch_size=None, world_size=4).batch_size is None  # full batch: the data set decides

@@ -241,6 +241,20 @@ def test_a_multi_device_case_needs_a_process_group_of_its_size(settings):
         PreparedRun(BLOBS.replace(world_size=2), settings)
 
 
+@pytest.mark.parametrize("rank", [0, 1])
+def test_an_impossible_weak_scaling_batch_names_the_batch_and_world_size_the_user_set(settings, rank):
+    from convbench.distributed import DistContext
+
+    # 300 per rank on 2 ranks: 600 in all, of the blobs' 400 training samples. The error comes from the rank's
+    # share of the batch, before any collective, so a fake two-rank context is enough to reach it.
+    case = BLOBS.replace(batch_size=300, world_size=2, scaling="weak")
+    with pytest.raises(CaseError) as info:
+        PreparedRun(case, settings, DistContext(rank=rank, world_size=2, local_rank=rank))
+    assert str(info.value) == (
+        "invalid batch_size=300 for world_size=2 with weak scaling: every rank takes 300 samples, 600 in all, more "
+        "than the 400 training samples; valid choices: batch_size up to 200, or scaling='strong'")
+
+
 # ------------------------------------------------------------------ GPU-only paths, with CUDA faked
 def test_auto_device_prefers_cuda_when_present(monkeypatch):
     from convbench.engine import resolve_device

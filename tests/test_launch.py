@@ -9,6 +9,7 @@ import json
 import multiprocessing
 import os
 import queue
+import re
 import socket
 import subprocess
 import sys
@@ -98,12 +99,6 @@ def test_strong_scaling_splits_an_uneven_batch_exactly():
 
 
 @pytest.mark.slow
-def test_strong_scaling_needs_a_sample_per_rank():
-    with pytest.raises(CaseError, match="invalid batch_size=3 for world_size=4 with strong scaling"):
-        launch.run_case(SOFTMAX.replace(batch_size=3, world_size=4))
-
-
-@pytest.mark.slow
 def test_a_user_error_in_a_worker_is_one_line_and_the_pool_survives_replacement():
     with pytest.raises(ConvbenchError, match="unknown optimizer 'adma'") as info:
         launch.run_case(SOFTMAX.replace(optimizer="adma", world_size=2))
@@ -144,6 +139,7 @@ def test_progress_of_rank_zero_reaches_the_session():
 FAULTS = '''
 import json
 import os
+import signal
 import threading
 import time
 
@@ -154,7 +150,7 @@ import convbench
 
 
 class Faulty(nn.Module):
-    """Linear model that fails on one rank after a few training steps: by raising or by hanging."""
+    """Linear model that fails on one rank after a few training steps: by raising, hanging, exiting or being killed."""
 
     def __init__(self, input_shape, num_outputs, mode="raise", rank=1, after=2):
         super().__init__()
@@ -167,6 +163,10 @@ class Faulty(nn.Module):
             if self.calls > self.after:
                 if self.mode == "raise":
                     raise RuntimeError(f"injected failure on rank {self.rank}")
+                if self.mode == "exit":
+                    os._exit(3)  # no exception, no clean-up: the process is gone
+                if self.mode == "kill":
+                    os.kill(os.getpid(), signal.SIGKILL)
                 threading.Event().wait()  # a rank that never returns
         return self.linear(x.flatten(1))
 
@@ -219,6 +219,16 @@ def test_a_crashing_rank_fails_its_case_with_the_rank_traceback(faults_plugin):
     message = str(info.value)
     assert message.startswith("rank 1 failed in case")
     assert "RuntimeError: injected failure on rank 1" in message and "Traceback" in message
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("mode", "death"), [("exit", "exit code 3"), ("kill", "signal SIGKILL")])
+def test_a_rank_that_dies_is_named_with_its_exit_code_or_signal(faults_plugin, mode, death):
+    with pytest.raises(RankFailedError) as info:
+        launch.run_case(faults_plugin.replace(model_kwargs={"mode": mode}))
+    story = str(info.value).splitlines()[0]  # not rank 0's "connection reset by peer", which follows from it
+    assert re.fullmatch(rf"rank 1 \(pid \d+\) died with {death} while running case 'faulty-sgd-lr0.5-bs100-w2'",
+                        story), story
 
 
 @pytest.mark.slow
@@ -419,7 +429,7 @@ def test_under_torchrun_more_processes_than_gpus_fail_in_one_line(gpus, fake_ini
 
 def test_a_gpu_pool_gets_the_memory_this_process_cached_before_each_case(monkeypatch):
     pool = WorkerPool.__new__(WorkerPool)  # its queues without processes behind them
-    pool.world_size, pool.device_type, pool._token, pool.processes = 1, "cuda", 0, []
+    pool.world_size, pool.device_type, pool._token, pool.processes, pool._unrestored = 1, "cuda", 0, [], set()
     pool.requests, pool.results = [queue.Queue()], queue.Queue()
     pool.results.put(Done(token=1, rank=0, answer="rank 0's payload"))
     tasks_sent_when_emptied = []

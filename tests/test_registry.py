@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import textwrap
 import types
 
@@ -9,13 +10,18 @@ import pytest
 import torch
 
 import convbench
+from convbench.case import Case
+from convbench.cli import main
 from convbench.errors import (
+    CaseTimeoutError,
     ComponentArgumentError,
+    ConvbenchError,
     DuplicateComponentError,
     PluginProblemWarning,
     UnknownComponentError,
 )
-from convbench.registry import BUILTIN_PLUGINS, KINDS, Component, Registry, load_registry
+from convbench.launch import run_case
+from convbench.registry import BUILTIN_PLUGINS, KINDS, Component, Registry, load_registry, reset_registry
 from convbench.report.figures import FigureKind, FigureOptions
 
 REQUIRED_BUILTINS = {
@@ -171,6 +177,70 @@ def test_a_plugin_failing_to_import_is_reported_not_fatal(tmp_path, monkeypatch)
                       match="'convbench_broken_import' .* failed to import: ImportError: needs jax"):
         registry = load_registry()
     assert "adam" in registry.names("optimizer")
+
+
+EXITS_AT_IMPORT = """
+    import sys
+
+    sys.exit(3)
+"""
+EXITS_IN_A_HOOK = """
+    import sys
+
+    import convbench
+
+    @convbench.hookimpl
+    def convbench_register_models(register):
+        sys.exit(3)
+"""
+
+
+@pytest.mark.parametrize(("source", "module", "warning"), [
+    (EXITS_AT_IMPORT, "convbench_exits_at_import",
+     "plugin 'convbench_exits_at_import' (convbench_exits_at_import) failed to import: SystemExit: sys.exit(3)"),
+    (EXITS_IN_A_HOOK, "convbench_exits_in_a_hook", "plugin 'convbench_exits_in_a_hook' skipped for models: "
+                                                   "SystemExit: sys.exit(3)"),
+], ids=["at_import", "in_a_hook"])
+def test_convbench_list_survives_a_plugin_that_calls_sys_exit(tmp_path, monkeypatch, capsys, source, module, warning):
+    install_entry_point(tmp_path, monkeypatch, module, source)
+    monkeypatch.delenv("CONVBENCH_LOAD_PLUGINS", raising=False)
+    assert main(["list"]) == 0
+    out, err = capsys.readouterr()
+    assert "  softmax  " in out and "  adam  " in out  # everything else is listed
+    assert f"convbench: warning: {warning}" in err.splitlines()
+
+
+def test_a_case_runs_beside_a_plugin_that_calls_sys_exit(tmp_path, monkeypatch):
+    install_entry_point(tmp_path, monkeypatch, "convbench_exits_for_a_case", EXITS_IN_A_HOOK)
+    monkeypatch.delenv("CONVBENCH_LOAD_PLUGINS", raising=False)
+    reset_registry()  # the process-wide registry, which a case uses, loads the plugin afresh
+    try:
+        with pytest.warns(PluginProblemWarning, match=r"'convbench_exits_for_a_case' skipped for models: SystemExit"):
+            result = run_case(Case(model="softmax", optimizer="sgd", lr=0.5, steps=2, eval_train_samples=100))
+        assert result.steps == 2
+    finally:
+        reset_registry()
+
+
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt, CaseTimeoutError])
+def test_ctrl_c_and_a_case_time_limit_in_a_plugin_hook_are_not_the_plugin_problem(interruption):
+    def convbench_register_models(register):
+        raise interruption("stop")
+
+    with pytest.raises(interruption):
+        load_registry(entry_points=False, extra_plugins=[
+            ("interrupted", plugin_module("interrupted", convbench_register_models=convbench_register_models))])
+
+
+def test_a_factory_that_calls_sys_exit_fails_its_case_in_one_line():
+    def quits(**kwargs):
+        sys.exit("no GPU here")
+
+    with pytest.raises(ConvbenchError, match=r"^model 'quitter' from plugin 'quitting' raised SystemExit: "
+                                             r"sys.exit\('no GPU here'\) while being built$"):
+        Component("model", "quitter", quits, plugin="quitting").build()
+    with pytest.raises(KeyboardInterrupt):
+        Component("model", "interrupted", lambda: (_ for _ in ()).throw(KeyboardInterrupt), plugin="p").build()
 
 
 def test_build_rejects_unknown_kwargs_listing_valid_ones(builtins_only):
