@@ -90,8 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "(accuracy, or loss where there is none). Exit status 1 when a case slowed by more than "
                     "the time threshold, its final metric got worse by more than the metric threshold, or it "
                     "converged in BASE (not diverged, target reached if it had one, test passed) and does "
-                    "not in NEW; 0 otherwise; 2 when an input cannot be read. A case run with several seeds "
-                    "is compared by its means, and a change counts only when it also exceeds 2 x the pooled "
+                    "not in NEW, or its final metric is missing or not finite in NEW; 0 otherwise; 2 when an "
+                    "input, or an entry of one, cannot be read (one line each; the rest is still compared). "
+                    "A case run with several seeds is compared by its means, and a change counts only when it "
+                    "also exceeds 2 x the pooled "
                     "standard error of the difference, so seed-to-seed noise is not reported as a "
                     "regression. Cases in only one file are listed, not failures.")
     compare.add_argument("base", metavar="BASE", help="the baseline: benchmark JSON or results file (.jsonl)")
@@ -155,13 +157,14 @@ def _compare(args: argparse.Namespace) -> int:
     metric_threshold = _threshold(args.metric_threshold, "--metric-threshold")
     comparison = compare_files(args.base, args.new, time_threshold=time_threshold,
                                metric_threshold=metric_threshold)
-    for line in comparison.errors:
-        print(f"convbench: error: {line}", file=sys.stderr)
-    if comparison.errors:
-        return 2
     for line in comparison.warnings:
         print(f"convbench: warning: {line}", file=sys.stderr)
-    print(comparison.text)
+    for line in comparison.errors:
+        print(f"convbench: error: {line}", file=sys.stderr)
+    if comparison.text:  # what could be read is compared, even beside an entry that could not
+        print(comparison.text)
+    if comparison.errors:
+        return 2
     return 1 if comparison.regressions else 0
 
 
