@@ -399,9 +399,6 @@ def test_every_group_gets_its_own_files_and_index_links_each_once(tmp_path: Path
     assert len(tables) == 2 + 2  # one per group, all_cases and scaling
     figures = [p for p in written if p.startswith("figures/") and p.endswith("-loss.png")]
     assert len(figures) == 2
-    shown = {row["group"] for t in tables if "scaling" not in t and "all_cases" not in t
-             for row in read_csv(out / t)} if False else None  # group tables do not list the group
-    del shown
     parser = Links()
     parser.feed((out / "index.html").read_text(encoding="utf-8"))
     for figure in figures:
@@ -507,11 +504,30 @@ def test_bars_and_newlines_in_labels_do_not_break_markdown(tmp_path: Path,
         assert len(widths) <= 2, widths  # every table's rows as wide as its header (the pivot's, its own)
         assert all(row[0] != "" for row in tables)
     assert f"| {escaped} 0.1 50 " in printed
-    lines = written[0].splitlines()
-    assert lines[0] == f"# {escaped}"
-    compared = capsys.readouterr()
+    assert written[0].splitlines()[0] == f"# {escaped}"
     assert main(["compare", str(path), str(path)]) == 0
-    text = capsys.readouterr().out
-    rows = markdown_rows(text)
-    assert len({len(row) for row in rows}) == 1 and len(rows) == 2 + 4
-    del compared
+    rows = markdown_rows(capsys.readouterr().out)
+    assert len({len(row) for row in rows}) == 1 and len(rows) == 2 + 4  # header, rule and one row per case
+    assert rows[2][0].startswith("suite.py::test_x[a\\|b c \\| d 0.1 50")
+
+
+# ------------------------------------------------------------------------------ labels in figures
+def test_a_sweep_over_a_list_valued_field_draws_its_heatmap(tmp_path: Path) -> None:
+    runs = []
+    for lr in (0.1, 0.2):
+        for augmentations in ([], [["rotation", {"degrees": 10}]]):
+            result = run(lr, accuracy=0.5 + lr + len(augmentations) / 10)
+            result["case"]["augmentations"] = augmentations
+            runs.append(entry(result, test=f"test_x[{lr}-{len(augmentations)}]"))
+    path = write(tmp_path / "sweep.json", document(*runs))
+    report = make_report([path], tmp_path / "out", figure_options=FigureOptions(kinds=("heatmap", "lr")))
+    assert report.errors == []
+    assert {p.name for p in report.written if p.parent.name == "figures"} == {"g-heatmap.png", "g-lr.png"}
+
+
+def test_dollar_signs_in_labels_are_text_not_formulas(tmp_path: Path) -> None:
+    runs = [entry(run(lr, label=f"$\\frac{{{lr}$"), group="cost in $\\frac{$") for lr in (0.1, 0.2)]
+    path = write(tmp_path / "dollars.json", document(*runs))
+    report = make_report([path], tmp_path / "out", figure_options=FigureOptions(kinds=FIGURE_KINDS))
+    assert report.errors == []
+    assert "cost_in_frac-loss.png" in {p.name for p in report.written}
