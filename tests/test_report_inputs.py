@@ -280,6 +280,18 @@ def test_json_python_cannot_read_is_one_line(tmp_path: Path, capsys: pytest.Capt
     assert "## good (1 cases)" in captured.out
 
 
+@pytest.mark.parametrize("field", ["group", "timing", "case"])
+def test_nesting_python_can_parse_but_not_print_is_one_line(tmp_path: Path, field: str) -> None:
+    data = entry(run(label="deep"))
+    where = data if field == "group" else data["extra_info"]["convbench"]
+    where[field] = nested(600)  # json reads it; a plain repr of it in a message would raise RecursionError
+    bad = write(tmp_path / "bad.json", document(entry(run(label="fine", lr=0.2)), data))
+    report = make_report([bad, good_file(tmp_path)], tmp_path / "out", figures=False)
+    (line,) = report.errors
+    assert f"field '{field}" in line and "entry 1" in line and len(line) < len(str(bad)) + 200, line
+    assert_good_reported(report.text, tmp_path / "out")
+
+
 def test_a_file_of_bad_entries_only_says_why(tmp_path: Path) -> None:
     result = run()
     result["final"]["test_accuracy"] = "high"
@@ -340,12 +352,13 @@ def test_non_finite_numbers_never_crash_a_figure(tmp_path: Path) -> None:
     odd["telemetry"]["devices"][0]["cpu_percent_mean"] = math.inf
     runs[1]["timing"]["train_s"] = math.inf
     path = write(tmp_path / "odd.json", json.dumps(document(*map(entry, runs))))
-    for x in ("step", "epoch", "time"):
-        out = tmp_path / x
-        report = make_report([path], out, figure_options=FigureOptions(kinds=FIGURE_KINDS, x=x))
+    for x, kinds in (("step", FIGURE_KINDS), ("epoch", ("loss", "accuracy")), ("time", ("loss", "accuracy"))):
+        report = make_report([path], tmp_path / x, figure_options=FigureOptions(kinds=kinds, x=x))
         assert report.errors == []
-        drawn = {p.name for p in (out / "figures").iterdir()}
-        assert {"g-loss.png", "g-accuracy.png", "g-lr.png", "g-params.png", "g-target.png", "scaling.png"} <= drawn
+        drawn = {p.name for p in report.written if p.parent.name == "figures"}
+        assert {"g-loss.png", "g-accuracy.png"} <= drawn
+    assert {"g-lr.png", "g-params.png", "g-target.png", "g-utilisation.png", "scaling.png"} <= {
+        p.name for p in (tmp_path / "step" / "figures").iterdir()}
 
 
 # -------------------------------------------------------------------------------------- names
@@ -382,6 +395,7 @@ class Links(HTMLParser):
         self.links += [value for key, value in attrs if key in ("href", "src") and value]
 
 
+@pytest.mark.filterwarnings("ignore:Glyph")  # the plotting font lacks CJK glyphs; the names are the point
 @pytest.mark.parametrize("groups", [("a b", "a/b"), ("x" * 300, "x" * 300 + "y"), (".hidden", "hidden"),
                                     ("学习率", "損失"), ("scaling", "all_cases")],
                          ids=["space-slash", "300-chars", "leading-dot", "unicode", "reserved"])

@@ -1,7 +1,9 @@
 """Read convbench results out of pytest-benchmark JSON files and convbench results files (JSONL).
 
 Both hold the same entries (``{"group", "name", "fullname", "extra_info": {"convbench": ...}}``), so
-one reader serves both. Every problem with a file becomes one `ReportInputError` line naming it.
+one reader serves both. A file that cannot be read at all becomes one `ReportInputError` line naming
+it; an entry of a readable file that is not a valid result (`convbench.report.schema`) is left out with
+one line naming the file, the entry and the field, and the file's other entries are still read.
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ def _add_entry(loaded: LoadedFile, index: int, entry: Any) -> None:
         loaded.throughput.append({**speed, "group": _group(entry, speed), "test": _test(entry), "source": str(path),
                                   **labels})
         return
-    record = _record(path, index, entry)
+    record = _record(path, entry)
     if record is None:
         return
     record["position"] = index
@@ -226,7 +228,7 @@ def _group(entry: dict[str, Any], result: dict[str, Any]) -> str:
     return group or result.get("group") or "ungrouped"
 
 
-def _record(path: Path, index: int, entry: Any) -> dict[str, Any] | None:
+def _record(path: Path, entry: Any) -> dict[str, Any] | None:
     """The run an entry holds, with its group, test name and file; None for an entry that is not convbench's.
 
     Raises `ResultSchemaError` naming the first field the report could not read."""

@@ -10,6 +10,7 @@ so that a bad entry is one line naming its field (`ResultSchemaError`) and the r
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -24,9 +25,14 @@ MAX_INTEGER = 2**63 - 1
 Check = Callable[[Any], bool]
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxlong, _REPR.maxother = 3, 40, 40, 40
+
+
 def describe(value: Any) -> str:
-    """A value as an error message quotes it: its repr, cut to 40 characters."""
-    text = repr(value)
+    """A value as an error message quotes it: its repr, at most 40 characters and 3 levels deep (a plain
+    repr of JSON nested a thousand levels deep would itself exceed Python's recursion limit)."""
+    text = _REPR.repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -116,16 +122,24 @@ def plain_json(value: Any, path: str = "") -> None:
         if _is_whole(item) and abs(item) > MAX_INTEGER:
             raise ResultSchemaError(f"field {where!r}: {describe(item)} is too large a number")
         if isinstance(item, Mapping):
-            stack += [(v, f"{where}.{k}" if where else str(k), depth + 1) for k, v in item.items()]
+            stack += [(v, _below(where, f".{k}" if where else str(k)), depth + 1) for k, v in item.items()]
         elif isinstance(item, list):
-            stack += [(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(item)]
+            stack += [(v, _below(where, f"[{i}]"), depth + 1) for i, v in enumerate(item)]
+
+
+def _below(path: str, step: str) -> str:
+    """The path one step down; a path past 60 characters stops growing (``...``): a message names where the
+    trouble starts, not each of a thousand levels."""
+    if len(path) > 60:
+        return path if path.endswith("...") else path + "..."
+    return path + step
 
 
 def check_run(data: Any) -> None:
     """A training run's result (``extra_info["convbench"]``), every field the report reads."""
+    plain_json(data)  # first: the contract's own checks quote values with a plain repr
     _fields(_object(data, "extra_info.convbench"), "", {"schema": _one_of(READABLE_SCHEMAS)})
     RunResult.from_dict(data)
-    plain_json(data)
     case = data["case"]
     _fields(case, "case", CASE_FIELDS)
     _fields(case, "case", OPTIONAL_CASE_FIELDS, optional=True)
@@ -145,11 +159,12 @@ def check_failed(data: Any) -> None:
 
 def check_throughput(data: Any) -> None:
     """A `throughput` fixture's result (``extra_info["convbench_throughput"]``)."""
+    plain_json(data)
     _fields(_object(data, "extra_info.convbench_throughput"), "", {"schema": _one_of((THROUGHPUT_SCHEMA,))})
     ThroughputResult.from_dict(data)
-    plain_json(data)
     _fields(data, "", {"samples_per_s": (_is_number, "a number"),
                        "samples_per_s_per_device": (_is_number, "a number")})
+    _fields(data, "", {"group": TEXT_OR_NULL}, optional=True)
     _fields(data["case"], "case", OPTIONAL_CASE_FIELDS, optional=True)
 
 
