@@ -27,7 +27,7 @@ from convbench.report.compare import compare_files
 from convbench.report.figures import FigureOptions
 from convbench.report.names import MAX_LENGTH, Names, safe_name
 from convbench.report.scaling import scaling_rows
-from convbench.result import RoundTimes, RunResult, Target, Telemetry, ThroughputResult, Timing
+from convbench.result import RECORD_SCHEMA, RoundTimes, RunResult, Target, Telemetry, ThroughputResult, Timing
 
 FIGURE_KINDS = ("loss", "accuracy", "lr", "heatmap", "params", "target", "utilisation", "profile", "scaling")
 HOSTILE = "a|b\nc | d"  # a label that would break a Markdown table: a column bar and a new line
@@ -134,7 +134,7 @@ DELETE = object()
 CORRUPTIONS = {
     "deleted": DELETE, "null": None, "text": "x", "hostile-text": HOSTILE, "mathtext": "$\\frac{$", "true": True,
     "list": [1, "x"], "object": {"x": [1]}, "nan": math.nan, "inf": math.inf, "-inf": -math.inf,
-    "huge": 10**30, "negative": -1, "deep": nested(200),
+    "huge": 10**30, "negative": -1, "zero": 0, "deep": nested(200),
 }
 
 
@@ -161,10 +161,10 @@ def test_the_corruptions_cover_every_field_the_report_reads() -> None:
 
 
 #: Fields whose corruptions must be left out (all but those listed as valid values for them).
-VALID = {"extra_info.convbench.timing.train_s": {"nan", "inf", "-inf", "negative"},
+VALID = {"extra_info.convbench.timing.train_s": {"nan", "inf", "-inf", "negative", "zero"},
          "extra_info.convbench.case.model": {"text", "hostile-text", "mathtext"},
-         "extra_info.convbench.curves.train.loss.0": {"null", "nan", "inf", "-inf", "negative"},
-         "extra_info.convbench.final.test_accuracy": {"deleted", "null", "nan", "inf", "-inf", "negative"},
+         "extra_info.convbench.curves.train.loss.0": {"null", "nan", "inf", "-inf", "negative", "zero"},
+         "extra_info.convbench.final.test_accuracy": {"deleted", "null", "nan", "inf", "-inf", "negative", "zero"},
          "group": {"deleted", "null", "text", "hostile-text", "mathtext"}}
 
 
@@ -225,6 +225,28 @@ def test_a_wrong_type_is_one_line_naming_benchmark_and_field(tmp_path: Path,
                       f"'timing.train_s': expected a number, got 'fast'; left out"]
     assert "## good (1 cases)" in captured.out
     assert [row["case"] for row in read_csv(tmp_path / "out" / "tables" / "g.csv")] == ["fine"]  # its neighbour
+
+
+def results_line(data: dict[str, Any], machine: Any = None) -> str:
+    """A results-file line: the entry with the record schema and where it ran."""
+    return json.dumps({**data, "schema": RECORD_SCHEMA, "machine": machine or {"node": "host"},
+                       "commit": {"id": "0123456789abcdef", "dirty": False}}) + "\n"
+
+
+@pytest.mark.parametrize(("bad_entry", "message"), [
+    (lambda e: e["extra_info"]["convbench"]["timing"].update(train_s=[1]),
+     "field 'timing.train_s': expected a number, got [1]"),
+    (lambda e: e.update(machine=["host"]), "field 'machine': expected an object, got ['host']"),
+], ids=["timing", "machine"])
+def test_a_bad_line_of_a_results_file_is_left_out_alone(tmp_path: Path, bad_entry, message: str) -> None:
+    data = entry(run(label="bad-case"))
+    line = json.loads(results_line(data))
+    bad_entry(line)
+    path = write(tmp_path / "results.jsonl", results_line(entry(run(label="fine", lr=0.2))) + json.dumps(line) + "\n")
+    report = make_report([path, good_file(tmp_path)], tmp_path / "out", figures=False)
+    assert report.errors == [f"{path}: benchmark suite.py::test_x[bad-case-seed0] (entry 1): {message}; left out"]
+    assert [row["case"] for row in read_csv(tmp_path / "out" / "tables" / "g.csv")] == ["fine"]
+    assert_good_reported(report.text, tmp_path / "out")
 
 
 @pytest.mark.parametrize(("change", "field"), [

@@ -61,6 +61,8 @@ def _or_null(check: Check) -> Check:
 
 
 NUMBER_OR_NULL = (_or_null(_is_number), "a number or null")
+#: A world size: the scaling tables divide by it.
+WORLD_SIZE = (lambda value: _is_whole(value) and value >= 1, "a whole number >= 1")
 TEXT = (_is_text, "a string")
 TEXT_OR_NULL = (_or_null(_is_text), "a string or null")
 WHOLE_OR_NULL = (_or_null(_is_whole), "a whole number or null")
@@ -72,7 +74,7 @@ CASE_FIELDS: dict[str, tuple[Check, str]] = {
     "batch_size": WHOLE_OR_NULL,
     "scheduler": TEXT_OR_NULL,
     "seed": (_is_whole, "a whole number"),
-    "world_size": (_is_whole, "a whole number"),
+    "world_size": WORLD_SIZE,
 }
 #: Case fields that may be absent (older files), but not wrong.
 OPTIONAL_CASE_FIELDS: dict[str, tuple[Check, str]] = {
@@ -143,6 +145,7 @@ def check_run(data: Any) -> None:
     case = data["case"]
     _fields(case, "case", CASE_FIELDS)
     _fields(case, "case", OPTIONAL_CASE_FIELDS, optional=True)
+    _fields(data, "", {"world_size": WORLD_SIZE})
     _fields(data, "", {"group": TEXT_OR_NULL, "outcome": TEXT_OR_NULL}, optional=True)
     _check_curves(data["curves"])
     if data.get("telemetry") is not None:
@@ -163,7 +166,7 @@ def check_throughput(data: Any) -> None:
     _fields(_object(data, "extra_info.convbench_throughput"), "", {"schema": _one_of((THROUGHPUT_SCHEMA,))})
     ThroughputResult.from_dict(data)
     _fields(data, "", {"samples_per_s": (_is_number, "a number"),
-                       "samples_per_s_per_device": (_is_number, "a number")})
+                       "samples_per_s_per_device": (_is_number, "a number"), "world_size": WORLD_SIZE})
     _fields(data, "", {"group": TEXT_OR_NULL}, optional=True)
     _fields(data["case"], "case", OPTIONAL_CASE_FIELDS, optional=True)
 
