@@ -90,8 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "(accuracy, or loss where there is none). Exit status 1 when a case slowed by more than "
                     "the time threshold, its final metric got worse by more than the metric threshold, or it "
                     "converged in BASE (not diverged, target reached if it had one, test passed) and does "
-                    "not in NEW; 0 otherwise; 2 when an input cannot be read. A case run with several seeds "
-                    "is compared by its means, and a change counts only when it also exceeds 2 x the pooled "
+                    "not in NEW, or its final metric is missing or not finite in NEW; 0 otherwise; 2 when an "
+                    "input, or an entry of one, cannot be read (one line each; the rest is still compared). "
+                    "A case run with several seeds is compared by its means, and a change counts only when it "
+                    "also exceeds 2 x the pooled "
                     "standard error of the difference, so seed-to-seed noise is not reported as a "
                     "regression. Cases in only one file are listed, not failures.")
     compare.add_argument("base", metavar="BASE", help="the baseline: benchmark JSON or results file (.jsonl)")
@@ -125,10 +127,7 @@ def _report(args: argparse.Namespace) -> int:
     figure_options = FigureOptions.parse(args.figures, args.format, args.x, args.log_y)
     report = make_report(args.inputs, Path(args.output), figures=not args.no_figures, sort=sort,
                          descending=descending, group_by=group_by, pivot=pivot, figure_options=figure_options)
-    for line in report.warnings:
-        print(f"convbench: warning: {line}", file=sys.stderr)
-    for line in report.errors:
-        print(f"convbench: error: {line}", file=sys.stderr)
+    _print_problems(report.warnings, report.errors)
     if not report.cases:
         if not report.errors:
             print("convbench: error: no results to report", file=sys.stderr)
@@ -136,6 +135,15 @@ def _report(args: argparse.Namespace) -> int:
     print(report.text)
     print(f"\n{report.cases} cases; wrote {len(report.written)} files to {args.output}/")
     return 1 if report.errors else 0
+
+
+def _print_problems(warnings: Sequence[str], errors: Sequence[str]) -> None:
+    """Each warning and error on one line of its own (a file or test name may hold a line break)."""
+    from convbench.report.formats import one_line
+
+    for kind, lines in (("warning", warnings), ("error", errors)):
+        for line in lines:
+            print(f"convbench: {kind}: {one_line(line)}", file=sys.stderr)
 
 
 def _threshold(text: str, option: str) -> float:
@@ -155,13 +163,11 @@ def _compare(args: argparse.Namespace) -> int:
     metric_threshold = _threshold(args.metric_threshold, "--metric-threshold")
     comparison = compare_files(args.base, args.new, time_threshold=time_threshold,
                                metric_threshold=metric_threshold)
-    for line in comparison.errors:
-        print(f"convbench: error: {line}", file=sys.stderr)
+    _print_problems(comparison.warnings, comparison.errors)
+    if comparison.text:  # what could be read is compared, even beside an entry that could not
+        print(comparison.text)
     if comparison.errors:
         return 2
-    for line in comparison.warnings:
-        print(f"convbench: warning: {line}", file=sys.stderr)
-    print(comparison.text)
     return 1 if comparison.regressions else 0
 
 

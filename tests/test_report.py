@@ -343,11 +343,17 @@ def test_wrong_result_schema_is_a_one_line_error(study: Study, tmp_path: Path, c
         document["benchmarks"][0]["extra_info"]["convbench"]["schema"] = wrong
         path.write_text(json.dumps(document), encoding="utf-8")
     code, out, err = run_report(capsys, path, "-o", tmp_path / "report", "--no-figures")
-    assert code == 2
-    assert out == ""
     (line,) = [line for line in err.splitlines() if str(path) in line]
     assert wrong in line
     assert line.startswith("convbench: error: ")
+    if suffix == ".jsonl":  # no line left: nothing to report
+        assert code == 2 and out == ""
+    else:  # the bad entry is left out, the file's other entries are still reported (exit 1: not read whole)
+        left_out = json.loads(study.json_path.read_text(encoding="utf-8"))["benchmarks"][0]
+        assert code == 1 and line.endswith("left out")
+        rows = read_csv(tmp_path / "report" / "tables" / "all_cases.csv")
+        assert sorted(row["case"] for row in rows) == sorted(
+            name for name in study.records if name != left_out["extra_info"]["convbench"]["case_id"])
 
 
 def test_wrong_record_schema_is_an_error(study: Study, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -94,7 +94,11 @@ BAD_LINES = {
     "array": (lambda results: b"[1, 2, 3]", "not an object"),
     "foreign-object": (lambda results: b'{"a": 1}', "record schema None"),
     "other-record-schema": (_other_record_schema, "record schema 'convbench.record/999'"),
-    "other-result-schema": (_other_result_schema, "result schema 'convbench.result/999'"),
+}
+#: name -> (a line that reads as a record but holds an invalid result, what the error says about it)
+INVALID_RESULTS = {
+    "other-result-schema": (_other_result_schema, "field 'schema': expected one of 'convbench.result/1', "
+                                                   "'convbench.result/2', got 'convbench.result/999'"),
     "result-without-timing": (_result_without_timing, "field 'timing' is missing"),
 }
 
@@ -110,6 +114,20 @@ def test_a_bad_line_in_the_middle_costs_only_that_line(results, tmp_path, kind):
     assert str(tmp_path / "results.jsonl") in warning
     assert "skipped 1 unreadable line" in warning and names_line(warning, 2), warning
     assert reason in warning, warning
+
+
+@pytest.mark.parametrize("kind", INVALID_RESULTS)
+def test_an_invalid_result_in_the_middle_is_left_out_with_an_error_naming_its_line(results, tmp_path, kind):
+    """A record whose result is invalid is an error, as in a benchmark JSON file: a warning would let
+    `compare` pass a NEW file that lost a case to it."""
+    make_bad, reason = INVALID_RESULTS[kind]
+    lines = good_lines(results)
+    lines.insert(1, make_bad(results))
+    loaded = load(write(tmp_path / "results.jsonl", lines))
+    assert [record["case_id"] for record in loaded.records] == [result.case_id for result in results]
+    (error,) = loaded.rejected
+    assert error.startswith(str(tmp_path / "results.jsonl")) and "(line 2)" in error and reason in error, error
+    assert error.endswith("left out") and not loaded.warnings
 
 
 def test_many_bad_lines_are_one_warning_naming_each_line(results, tmp_path):
@@ -138,7 +156,7 @@ def test_a_file_with_no_good_line_is_still_an_error_saying_why(results, tmp_path
         load(path)
     message = str(excinfo.value)
     assert "\n" not in message and str(path) in message
-    assert "result schema 'convbench.result/999'" in message and "not an object" in message
+    assert "got 'convbench.result/999'" in message and "not an object" in message
 
 
 def test_a_cut_last_line_is_skipped_with_a_warning(results, tmp_path):

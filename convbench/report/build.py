@@ -10,18 +10,12 @@ from convbench.errors import ReportInputError
 from convbench.report import load as loader
 from convbench.report.figures import FigureKind, FigureOptions
 from convbench.report.figures.writer import figure_kinds, figure_registry, write_figures
+from convbench.report.formats import heading, to_markdown
 from convbench.report.html import write_index
 from convbench.report.identity import headline
+from convbench.report.names import Names
 from convbench.report.scaling import scaling_rows, throughput_rows, write_scaling, write_throughput
-from convbench.report.tables import (
-    PivotSpec,
-    display,
-    group_tables,
-    pivot_tables,
-    to_markdown,
-    write_pivots,
-    write_tables,
-)
+from convbench.report.tables import PivotSpec, display, group_tables, pivot_tables, write_pivots, write_tables
 
 
 @dataclass
@@ -36,7 +30,8 @@ class Report:
 def make_report(paths: list[str | Path], out_dir: Path, *, figures: bool = True, sort: str | None = None,
                 descending: bool = False, group_by: Sequence[str] | None = None,
                 pivot: PivotSpec | None = None, figure_options: FigureOptions | None = None) -> Report:
-    """Report on every readable input; unreadable ones are listed in `Report.errors`, not fatal.
+    """Report on every readable input; unreadable ones, and entries left out of readable ones, are listed in
+    `Report.errors` (one line each), not fatal.
 
     A bad ``sort`` column, ``group_by`` field or ``pivot`` field/metric raises a one-line
     `ConvbenchError` before anything is written.
@@ -51,12 +46,14 @@ def make_report(paths: list[str | Path], out_dir: Path, *, figures: bool = True,
             report.errors.append(str(exc))
             continue
         report.warnings += loaded.warnings
+        report.errors += loaded.rejected
         records += loaded.records
         throughput += loaded.throughput
     records = _latest_only(records, report)
+    names = Names()  # every file of the report is named by it: no two share a name
     if not records:
         if throughput:
-            report.text, report.written = write_throughput(throughput_rows(throughput), out_dir)
+            report.text, report.written = write_throughput(throughput_rows(throughput), out_dir, names)
             report.written.append(write_index(out_dir, report.written))
             report.cases = len(throughput)
         return report
@@ -69,23 +66,23 @@ def make_report(paths: list[str | Path], out_dir: Path, *, figures: bool = True,
     for group, table in tables.items():
         runs = int(table["seeds"].sum())
         count = f"{len(table)} cases" + (f", {runs} runs" if runs != len(table) else "")
-        sections.append(f"## {group} ({count})\n\n{to_markdown(display(table))}")
+        sections.append(f"{heading(2, f'{group} ({count})')}\n\n{to_markdown(display(table))}")
     for pivot_table in pivots.values():
-        sections.append(f"## {pivot_table.title}\n\n{to_markdown(pivot_table.table)}")
+        sections.append(f"{heading(2, pivot_table.title)}\n\n{to_markdown(pivot_table.table)}")
         if pivot_table.mixed_cells:
             report.warnings.append(
                 f"{pivot_table.title}: {pivot_table.mixed_cells} cell(s) average cases that differ in more than "
                 f"{pivot.row}, {pivot.column} and seed; --group-by can separate them")
-    scaling_text, scaling_files = write_scaling(scaling_rows(records), out_dir)
-    throughput_text, throughput_files = write_throughput(throughput_rows(throughput), out_dir)
+    scaling_text, scaling_files = write_scaling(scaling_rows(records), out_dir, names)
+    throughput_text, throughput_files = write_throughput(throughput_rows(throughput), out_dir, names)
     sections += [text for text in (scaling_text, throughput_text) if text]
     report.written += scaling_files + throughput_files
     report.cases += len(throughput)
     report.text = "\n\n".join(sections)
-    report.written += write_tables(frame, tables, out_dir)
-    report.written += write_pivots(pivots, out_dir)
+    report.written += write_tables(frame, tables, out_dir, names)
+    report.written += write_pivots(pivots, out_dir, names)
     if figures:
-        report.written += write_figures(records, out_dir, figure_options, kinds)
+        report.written += write_figures(records, out_dir, figure_options, kinds, names)
     report.written.append(write_index(out_dir, report.written))
     return report
 

@@ -6,6 +6,9 @@ time threshold (relative), its final metric got worse by more than the metric th
 it converged in BASE (every seed: not diverged, target reached if it had one, test passed) and not in
 NEW. With several seeds a change must also exceed twice the pooled standard error of the difference of
 the means, so that seed noise is not reported as a regression.
+
+A number NEW cannot be compared by is never a pass: a headline metric that BASE recorded and NEW did not
+(missing, NaN or infinite), or a train time that is not finite, is a regression that says so.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import pandas as pd
 
 from convbench.errors import ReportInputError
 from convbench.report import load as loader
+from convbench.report.formats import one_line, to_markdown
 from convbench.report.identity import Headline, headline, seedless_test_name
 
 Key = tuple[str, Any]  # (test name without the seed token, scale)
@@ -37,6 +41,27 @@ def converged(record: dict[str, Any]) -> tuple[bool, str | None]:
     if record.get("outcome") not in (None, "passed"):
         return False, f"test {record['outcome']}"
     return True, None
+
+
+def mean(values: list[float]) -> float:
+    """The mean, non-finite values included (NaN for infinities of both signs, where fmean would raise)."""
+    if all(map(math.isfinite, values)):
+        return statistics.fmean(values)
+    return sum(values) / len(values)
+
+
+def _finite(values: list[float]) -> list[float]:
+    return [v for v in values if math.isfinite(v)]
+
+
+def _not_comparable(what: str, values: list[float | None]) -> str | None:
+    """``final_test_accuracy missing in NEW (1 of 3 runs)``, or ``... nan in NEW``; None when all are finite."""
+    bad = [v for v in values if v is None or not math.isfinite(v)]
+    if not bad:
+        return None
+    shown = list(dict.fromkeys("missing" if v is None else format(v, ".4g") for v in bad))
+    count = f" ({len(bad)} of {len(values)} runs)" if len(values) > 1 else ""
+    return f"{what} {'/'.join(shown)} in NEW{count}"
 
 
 def pooled_standard_error(a: list[float], b: list[float]) -> float:
@@ -65,9 +90,12 @@ class CaseChange:
         return [r["timing"]["train_s"] for r in runs
                 if not r.get("failed_before_training") and r["timing"].get("train_s") is not None]
 
+    def headline_values(self, runs: list[dict[str, Any]]) -> list[float | None]:
+        """The headline metric of each run that trained (None where it was not recorded)."""
+        return [self.headline.value(r) for r in runs if not r.get("failed_before_training")]
+
     def metrics(self, runs: list[dict[str, Any]]) -> list[float]:
-        values = [self.headline.value(r) for r in runs if not r.get("failed_before_training")]
-        return [value for value in values if value is not None]
+        return [value for value in self.headline_values(runs) if value is not None]
 
     def converged_count(self, runs: list[dict[str, Any]]) -> int:
         return sum(converged(r)[0] for r in runs)
@@ -78,7 +106,20 @@ class CaseChange:
 
 
 def compare_case(change: CaseChange, time_threshold: float, metric_threshold: float) -> CaseChange:
-    base_t, new_t = change.times(change.base), change.times(change.new)
+    _compare_times(change, time_threshold)
+    _compare_metrics(change, metric_threshold)
+    base_converged = change.converged_count(change.base) == len(change.base)
+    if base_converged and change.converged_count(change.new) < len(change.new):
+        reasons = dict.fromkeys(reason for ok, reason in map(converged, change.new) if not ok)
+        change.problems.append(f"stopped converging ({', '.join(reasons)})")
+    return change
+
+
+def _compare_times(change: CaseChange, time_threshold: float) -> None:
+    base_t, new_all = _finite(change.times(change.base)), change.times(change.new)
+    new_t = _finite(new_all)
+    if base_t and (problem := _not_comparable("train time", new_all)):
+        change.problems.append(problem)
     if base_t and new_t and statistics.fmean(base_t) > 0:
         base_mean = statistics.fmean(base_t)
         change.time_change = (statistics.fmean(new_t) - base_mean) / base_mean
@@ -88,22 +129,25 @@ def compare_case(change: CaseChange, time_threshold: float, metric_threshold: fl
                                    + (" (2 SE)" if noise > time_threshold else ""))
         elif change.time_change > time_threshold:
             change.notes.append(f"time {change.time_change:+.1%} within noise (2 SE = {noise:.1%})")
-    base_m, new_m = change.metrics(change.base), change.metrics(change.new)
+
+
+def _compare_metrics(change: CaseChange, metric_threshold: float) -> None:
+    column = change.headline.column
+    base_all, new_values = change.metrics(change.base), change.headline_values(change.new)
+    base_m, new_m = _finite(base_all), _finite([v for v in new_values if v is not None])
+    if base_m and (problem := _not_comparable(column, new_values)):
+        change.problems.append(problem)
+    elif not base_m and base_all and new_m:
+        change.notes.append(f"{column} in BASE is {format(mean(base_all), '.4g')}: not compared")
     if base_m and new_m:
         change.metric_change = statistics.fmean(new_m) - statistics.fmean(base_m)
         worse = -change.metric_change if change.headline.higher_is_better else change.metric_change
         noise = 2 * pooled_standard_error(base_m, new_m)
         if worse > max(metric_threshold, noise):
             limit = f"{max(metric_threshold, noise):.4g}" + (" (2 SE)" if noise > metric_threshold else "")
-            change.problems.append(f"{change.headline.column} {change.metric_change:+.4g}, worse by more than {limit}")
+            change.problems.append(f"{column} {change.metric_change:+.4g}, worse by more than {limit}")
         elif worse > metric_threshold:
-            change.notes.append(f"{change.headline.column} {change.metric_change:+.4g} within noise "
-                                f"(2 SE = {noise:.4g})")
-    base_converged = change.converged_count(change.base) == len(change.base)
-    if base_converged and change.converged_count(change.new) < len(change.new):
-        reasons = dict.fromkeys(reason for ok, reason in map(converged, change.new) if not ok)
-        change.problems.append(f"stopped converging ({', '.join(reasons)})")
-    return change
+            change.notes.append(f"{column} {change.metric_change:+.4g} within noise (2 SE = {noise:.4g})")
 
 
 def cases_of(loaded: loader.LoadedFile) -> dict[Key, list[dict[str, Any]]]:
@@ -132,6 +176,8 @@ class Comparison:
 
 def compare_files(base: str | Path, new: str | Path, *, time_threshold: float = 0.10,
                   metric_threshold: float = 0.01) -> Comparison:
+    """Compare NEW with BASE case by case. An unreadable file is an error and nothing is compared; entries
+    left out of a readable file are errors too (one line each), and the rest is still compared."""
     comparison = Comparison()
     loaded = []
     for path in (base, new):
@@ -139,10 +185,11 @@ def compare_files(base: str | Path, new: str | Path, *, time_threshold: float = 
             loaded.append(loader.load(path))
         except ReportInputError as exc:
             comparison.errors.append(str(exc))
-    if comparison.errors:
+    if len(loaded) < 2:
         return comparison
     for file in loaded:
         comparison.warnings += file.warnings
+        comparison.errors += file.rejected
     base_cases, new_cases = cases_of(loaded[0]), cases_of(loaded[1])
     metric = headline(loaded[0].records + loaded[1].records)
     for key, base_runs in base_cases.items():
@@ -157,7 +204,7 @@ def compare_files(base: str | Path, new: str | Path, *, time_threshold: float = 
 
 
 def _mean(values: list[float]) -> str:
-    return format(statistics.fmean(values), ".4g") if values else "-"
+    return format(mean(values), ".4g") if values else "-"
 
 
 def _converged(change: CaseChange) -> str:
@@ -189,11 +236,11 @@ def _text(comparison: Comparison, base: str | Path, new: str | Path, metric: Hea
                 "change": "-" if c.metric_change is None else f"{c.metric_change:+.4g}",
                 "converged": _converged(c), "status": status,
             })
-        lines += ["", pd.DataFrame(rows).astype(str).to_markdown(index=False, disable_numparse=True)]
+        lines += ["", to_markdown(pd.DataFrame(rows), numbers=False)]
     for side, keys in (("BASE", comparison.only_base), ("NEW", comparison.only_new)):
         if keys:
             lines += ["", f"only in {side} ({len(keys)}, not compared):"]
-            lines += [f"  {name} [{scale}]" for name, scale in keys]
+            lines += [one_line(f"  {name} [{scale}]") for name, scale in keys]
     regressions = comparison.regressions
     lines += ["", f"{len(comparison.changes)} cases compared: "
               + (f"{len(regressions)} regression(s)" if regressions else "no regressions")]

@@ -37,7 +37,7 @@ def _table_html(path: Path) -> str:
 def write_index(out_dir: Path, written: Sequence[Path], title: str = "convbench report") -> Path:
     """Write ``out_dir/index.html`` for the ``written`` files (tables under tables/, figures under figures/)."""
     out_dir = Path(out_dir)
-    files = [Path(p) for p in written]
+    files = list(dict.fromkeys(Path(p) for p in written))  # a file written twice is still one entry
     tables = [p for p in files if p.parent.name == "tables" and p.suffix == ".html"]
     html_stems = {p.stem for p in tables}
     tables += [p for p in files if p.parent.name == "tables" and p.suffix == ".csv" and p.stem not in html_stems]

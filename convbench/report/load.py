@@ -1,20 +1,24 @@
 """Read convbench results out of pytest-benchmark JSON files and convbench results files (JSONL).
 
 Both hold the same entries (``{"group", "name", "fullname", "extra_info": {"convbench": ...}}``), so
-one reader serves both. Every problem with a file becomes one `ReportInputError` line naming it.
+one reader serves both. A file that cannot be read at all becomes one `ReportInputError` line naming
+it; an entry of a readable file that is not a valid result (`convbench.report.schema`) is left out with
+one line naming the file, the entry and the field, and the file's other entries are still read.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from convbench.errors import ReportInputError
-from convbench.report import identity
-from convbench.result import READABLE_SCHEMAS, RECORD_SCHEMA, THROUGHPUT_SCHEMA, ResultSchemaError, RunResult
+from convbench.report import identity, schema
+from convbench.report.formats import one_line
+from convbench.result import RECORD_SCHEMA, ResultSchemaError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -31,6 +35,8 @@ class LoadedFile:
     failed: list[dict[str, Any]] = field(default_factory=list)
     #: Results of the `throughput` fixture (``extra_info["convbench_throughput"]``), with group and test.
     throughput: list[dict[str, Any]] = field(default_factory=list)
+    #: Entries left out because they are not valid results: one line each, naming the entry and the field.
+    rejected: list[str] = field(default_factory=list)
 
 
 def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
@@ -47,7 +53,11 @@ def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def load(path: str | Path) -> LoadedFile:
-    """Load one file; raise `ReportInputError` if it holds no usable convbench result."""
+    """Load one file; raise `ReportInputError` if it holds no usable convbench result.
+
+    An entry that is not a valid result is left out, with one line in `LoadedFile.rejected` naming the
+    file, the benchmark and the field; the file's other entries are still read.
+    """
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -57,43 +67,68 @@ def load(path: str | Path) -> LoadedFile:
         raise ReportInputError(f"{path}: a folder with no .json or .jsonl files") from None
     except OSError as exc:
         raise ReportInputError(f"{path}: cannot be read ({exc})") from None
+    skipped = None
     if path.suffix == ".jsonl":
-        entries, warnings = _jsonl_entries(path, data)
-        loaded = LoadedFile(path, [], warnings=warnings)
+        numbered, skipped = _jsonl_entries(path, data)  # each line decoded alone: a bad one costs itself
+        entries = [entry for _, entry in numbered]
+        names = [f"line {number}" for number, _ in numbered]
+        loaded = LoadedFile(path, [], warnings=[f"{path}: {skipped}"] if skipped else [])
     else:
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ReportInputError(f"{path}: cannot be read ({exc})") from None
-        document = _parse(path, text)
-        if not isinstance(document, dict) or not isinstance(document.get("benchmarks"), list):
-            raise ReportInputError(f"{path}: not a pytest-benchmark JSON file (no 'benchmarks' list)")
-        entries = document["benchmarks"]
-        loaded = LoadedFile(path, [], machine_info=document.get("machine_info") or {},
-                            commit_info=document.get("commit_info") or {})
-    for index, entry in enumerate(entries):
-        speed = (entry.get("extra_info") or {}).get("convbench_throughput") if isinstance(entry, dict) else None
-        if isinstance(speed, dict) and speed.get("schema") == THROUGHPUT_SCHEMA:
-            loaded.throughput.append({**speed, "group": entry.get("group") or "ungrouped",
-                                      "test": entry.get("fullname") or entry.get("name"), "source": str(path),
-                                      **_labels(path, loaded, entry)})
-            continue
-        record = _record(path, index, entry)
-        if record is None:
-            continue
-        record["position"] = index
-        record.update(_labels(path, loaded, entry))
-        if record.get("failed_before_training"):
-            loaded.warnings.append(f"{path}: {record['test']} failed before training: {record['error']}")
-            loaded.failed.append(record)
-        else:
-            loaded.records.append(record)
+        entries, loaded = _benchmark_json(path, text)
+        names = [f"entry {index}" for index in range(len(entries))]
+    first_problem = None
+    for index, (entry, where) in enumerate(zip(entries, names, strict=True)):
+        try:
+            _add_entry(loaded, index, entry)
+        except ResultSchemaError as exc:
+            problem = one_line(f"{_entry_name(entry, where)}: {exc}")
+            loaded.rejected.append(f"{path}: {problem}; left out")
+            first_problem = first_problem or problem
     if not loaded.records and not loaded.throughput:
-        raise ReportInputError(
-            f"{path}: no convbench results among {len(entries)} entries "
-            "(were the cases run with the convergence fixture?)"
-        )
+        why = [f"{len(loaded.rejected)} left out, the first: {first_problem}"] if first_problem else []
+        why += [skipped] if skipped else []
+        raise ReportInputError(f"{path}: no convbench results among {len(entries)} entries "
+                               f"({'; '.join(why) or 'were the cases run with the convergence fixture?'})")
     return loaded
+
+
+def _benchmark_json(path: Path, text: str) -> tuple[list[Any], LoadedFile]:
+    """The entries of a pytest-benchmark JSON file, and the file with its machine and commit info."""
+    document = _parse(path, text)
+    if not isinstance(document, dict) or not isinstance(document.get("benchmarks"), list):
+        raise ReportInputError(f"{path}: not a pytest-benchmark JSON file (no 'benchmarks' list)")
+    loaded = LoadedFile(path, [])
+    loaded.machine_info = _info(loaded, document, "machine_info")
+    loaded.commit_info = _info(loaded, document, "commit_info")
+    return document["benchmarks"], loaded
+
+
+def _add_entry(loaded: LoadedFile, index: int, entry: Any) -> None:
+    """File one entry as a run, a case that failed before training or a throughput result, each checked
+    whole before it is kept (`ResultSchemaError` names the first bad field)."""
+    path = loaded.path
+    extra_info = _extra_info(entry)
+    if "convbench_throughput" in extra_info:
+        speed = extra_info["convbench_throughput"]
+        schema.check_throughput(speed)
+        labels = _labels(loaded, entry)
+        loaded.throughput.append({**speed, "group": _group(entry, speed), "test": _test(entry), "source": str(path),
+                                  **labels})
+        return
+    record = _record(path, entry)
+    if record is None:
+        return
+    record["position"] = index
+    record.update(_labels(loaded, entry))
+    if record.get("failed_before_training"):
+        loaded.warnings.append(one_line(f"{path}: {record['test']} failed before training: {record['error']}"))
+        loaded.failed.append(record)
+    else:
+        loaded.records.append(record)
 
 
 def source_labels(machine_info: Any, commit_info: Any) -> dict[str, str | None]:
@@ -108,11 +143,25 @@ def source_labels(machine_info: Any, commit_info: Any) -> dict[str, str | None]:
     return {"machine": machine or None, "commit": commit}
 
 
-def _labels(path: Path, loaded: LoadedFile, entry: dict[str, Any]) -> dict[str, str | None]:
+def _labels(loaded: LoadedFile, entry: dict[str, Any]) -> dict[str, str | None]:
     """Where an entry ran: each line of a results file says so; a benchmark JSON says it once for all."""
-    if path.suffix == ".jsonl":
+    if loaded.path.suffix == ".jsonl":
+        for key in ("machine", "commit"):
+            schema.check_info(entry.get(key), key)
         return source_labels(entry.get("machine"), entry.get("commit"))
     return source_labels(loaded.machine_info, loaded.commit_info)
+
+
+def _info(loaded: LoadedFile, document: dict[str, Any], key: str) -> dict[str, Any]:
+    """The document's ``machine_info`` or ``commit_info``; when malformed, a warning and none (its runs are
+    then not labelled with a machine or commit, but still reported)."""
+    info = document.get(key)
+    try:
+        schema.check_info(info, key)
+    except ResultSchemaError as exc:
+        loaded.warnings.append(one_line(f"{loaded.path}: {exc}; its runs are reported without it"))
+        return {}
+    return info or {}
 
 
 def _parse(path: Path, text: str) -> Any:
@@ -120,33 +169,41 @@ def _parse(path: Path, text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ReportInputError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except (RecursionError, ValueError) as exc:  # nested too deeply for Python, or an integer too long to read
+        raise ReportInputError(f"{path}: cannot be read as JSON ({_exception_line(exc)})") from None
 
 
-def _jsonl_entries(path: Path, data: bytes) -> tuple[list[dict[str, Any]], list[str]]:
-    """The readable lines of a results file, and one warning naming the lines skipped and why.
+def _exception_line(exc: BaseException) -> str:
+    return one_line(f"{type(exc).__name__}: {exc}")
+
+
+def _jsonl_entries(path: Path, data: bytes) -> tuple[list[tuple[int, dict[str, Any]]], str | None]:
+    """The readable lines of a results file with their line numbers, and what was skipped and why.
 
     A results file collects many sessions' lines: one killed mid-write, one of another convbench,
     one edited by hand must cost its own line only. Each line is decoded on its own (a line that is
     not UTF-8 is a bad line, not an unreadable file); a file with no readable line at all is an error.
+    A line that reads as a record but whose result is invalid is not skipped here: `load` leaves it out
+    with an error naming the field, as it does for an entry of a benchmark JSON file.
     """
-    entries: list[dict[str, Any]] = []
+    entries: list[tuple[int, dict[str, Any]]] = []
     skipped: dict[str, list[int]] = {}  # why -> line numbers
     lines = data.split(b"\n")
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            entries.append(_jsonl_entry(line, cut=number == len(lines)))
+            entries.append((number, _jsonl_entry(line, cut=number == len(lines))))
         except _BadLine as why:
             skipped.setdefault(str(why), []).append(number)
     if not skipped:
-        return entries, []
+        return entries, None
     count = sum(map(len, skipped.values()))
     summary = f"skipped {count} unreadable line{'s' if count > 1 else ''}: " + "; ".join(
         f"{_line_numbers(numbers)} ({why})" for why, numbers in skipped.items())
     if not entries:
         raise ReportInputError(f"{path}: no readable line; {summary}")
-    return entries, [f"{path}: {summary}"]
+    return entries, summary
 
 
 class _BadLine(Exception):
@@ -154,7 +211,7 @@ class _BadLine(Exception):
 
 
 def _jsonl_entry(line: bytes, cut: bool) -> dict[str, Any]:
-    """One line as a results-file entry whose result reads back (`RunResult.from_dict`), or `_BadLine`.
+    """One line as a results-file record, or `_BadLine` saying why it is not one.
 
     ``cut``: the line is the last and has no newline, which every finished write ends with.
     """
@@ -164,18 +221,12 @@ def _jsonl_entry(line: bytes, cut: bool) -> dict[str, Any]:
         raise _BadLine("not UTF-8") from None
     except json.JSONDecodeError:
         raise _BadLine("malformed JSON" + (": cut short, as a killed session leaves it" if cut else "")) from None
+    except (RecursionError, ValueError) as exc:  # nested too deeply for Python, or an integer too long to read
+        raise _BadLine(f"cannot be read as JSON ({_exception_line(exc)})") from None
     if not isinstance(entry, dict):
         raise _BadLine(f"{json.dumps(entry)[:20]}, not an object")
     if entry.get("schema") != RECORD_SCHEMA:
         raise _BadLine(f"record schema {entry.get('schema')!r}; this convbench reads {RECORD_SCHEMA!r}")
-    extra_info = entry.get("extra_info")
-    result = extra_info.get("convbench") if isinstance(extra_info, dict) else None
-    failed_before_training = isinstance(result, dict) and "schema" not in result and result.get("error")
-    if not failed_before_training:  # which has its error instead of a result
-        try:
-            RunResult.from_dict(result)
-        except ResultSchemaError as exc:
-            raise _BadLine(str(exc)) from None
     return entry
 
 
@@ -186,25 +237,56 @@ def _line_numbers(numbers: list[int], shown: int = 10) -> str:
     return f"line{'s' if len(numbers) > 1 else ''} {listed}"
 
 
-def _record(path: Path, index: int, entry: Any) -> dict[str, Any] | None:
+def _entry_name(entry: Any, where: str) -> str:
+    """``benchmark NAME (line N)`` or ``(entry N)``: how an error names an entry of a file."""
+    names = [entry.get(key) for key in ("fullname", "name")] if isinstance(entry, dict) else []
+    name = next((n for n in names if isinstance(n, str) and n), None)
+    return f"benchmark {name} ({where})" if name else where
+
+
+def _extra_info(entry: Any) -> dict[str, Any]:
+    """The entry's ``extra_info`` (empty when it has none); `ResultSchemaError` when the entry or it is no object."""
     if not isinstance(entry, dict):
-        raise ReportInputError(f"{path}: entry {index} is {type(entry).__name__}, not an object")
-    result = (entry.get("extra_info") or {}).get("convbench")
-    if result is None:
+        raise ResultSchemaError(f"expected an object, got {schema.describe(entry)}")
+    extra_info = entry.get("extra_info")
+    if extra_info is not None and not isinstance(extra_info, dict):
+        raise ResultSchemaError(f"field 'extra_info': expected an object, got {schema.describe(extra_info)}")
+    return extra_info or {}
+
+
+def _test(entry: dict[str, Any]) -> str:
+    """The entry's test name: pytest-benchmark's ``fullname``, else its ``name``."""
+    for key in ("fullname", "name"):
+        if entry.get(key) is not None and not isinstance(entry[key], str):
+            raise ResultSchemaError(f"field {key!r}: expected a string, got {schema.describe(entry[key])}")
+    test = entry.get("fullname") or entry.get("name")
+    if not test:
+        raise ResultSchemaError("field 'name' is missing (no 'fullname' either)")
+    return test
+
+
+def _group(entry: dict[str, Any], result: dict[str, Any]) -> str:
+    """The entry's benchmark group, else the one its result names, else ``ungrouped``."""
+    group = entry.get("group")
+    if group is not None and not isinstance(group, str):
+        raise ResultSchemaError(f"field 'group': expected a string or null, got {schema.describe(group)}")
+    return group or result.get("group") or "ungrouped"
+
+
+def _record(path: Path, entry: Any) -> dict[str, Any] | None:
+    """The run an entry holds, with its group, test name and file; None for an entry that is not convbench's.
+
+    Raises `ResultSchemaError` naming the first field the report could not read."""
+    extra_info = _extra_info(entry)
+    if "convbench" not in extra_info:
         return None
-    if isinstance(result, dict) and "schema" not in result and result.get("error"):
-        return {"failed_before_training": True, "test": entry.get("fullname") or entry.get("name"),
-                "error": result["error"], "scale": result.get("scale"), "outcome": result.get("outcome"),
-                "group": entry.get("group") or result.get("group") or "ungrouped", "source": str(path)}
-    if not isinstance(result, dict) or result.get("schema") not in READABLE_SCHEMAS:
-        schema = result.get("schema") if isinstance(result, dict) else None
-        raise ReportInputError(f"{path}: entry {index} has result schema {schema!r}; this convbench reads "
-                               f"{', '.join(READABLE_SCHEMAS)}")
-    missing = [key for key in ("case", "final", "best", "timing", "curves", "target") if key not in result]
-    if missing:
-        raise ReportInputError(f"{path}: entry {index} lacks {', '.join(missing)}")
-    return {**result, "group": entry.get("group") or result.get("group") or "ungrouped",
-            "test": entry.get("fullname") or entry.get("name"), "source": str(path)}
+    result, test = extra_info["convbench"], _test(entry)
+    if isinstance(result, dict) and "schema" not in result and "error" in result:
+        schema.check_failed(result)
+        return {"failed_before_training": True, "test": test, "error": result["error"], "scale": result.get("scale"),
+                "outcome": result.get("outcome"), "group": _group(entry, result), "source": str(path)}
+    schema.check_run(result)
+    return {**result, "group": _group(entry, result), "test": test, "source": str(path)}
 
 
 #: Frame columns that describe the case (rather than measure it): what tables can be grouped and pivoted by.
@@ -226,8 +308,17 @@ def latest_only(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], in
     return list(latest.values()), len(records) - len(latest)
 
 
+def whole(value: float | None) -> float | int | None:
+    """A number rounded to a whole one for showing (samples per second); None and non-finite ones as they are."""
+    return value if value is None or not math.isfinite(value) else round(value)
+
+
 def to_frame(records: list[dict[str, Any]], split: str) -> pd.DataFrame:
-    """One row per case with the case fields and its numbers on ``split``; curves stay in the records."""
+    """One row per case with the case fields and its numbers on ``split``; curves stay in the records.
+
+    Every column holds plain Python values (object dtype), so that a number a run did not record (None)
+    stays apart from a NaN it did record: `convbench.report.formats` shows the one as ``-``, the other as ``nan``.
+    """
     import pandas as pd  # here, so that the command line starts without it
 
     # results from several machines or commits: the case names say which, as the tables mix them
@@ -261,8 +352,8 @@ def to_frame(records: list[dict[str, Any]], split: str) -> pd.DataFrame:
             "steps": r["steps"],
             "train_time_s": timing.get("train_s"),
             "eval_time_s": timing.get("eval_s"),
-            "samples_per_s": None if r.get("samples_per_s") is None else round(r["samples_per_s"]),
+            "samples_per_s": whole(r.get("samples_per_s")),
             "source": r["source"],
             "_config": identity.config_key(r),  # internal: which runs are seeds of one configuration; never written
         })
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, dtype=object)

@@ -5,6 +5,10 @@ training time split from start-up, and the ideal time next to the measured one. 
 the ideal time on N devices is the one-device time divided by N; what the run takes beyond that is
 reported as the communication and synchronisation overhead (an estimate: it also holds any loss of
 per-device efficiency from smaller batches).
+
+A diverged run's time says nothing about scaling (it stopped early, or ran on NaNs), so its row is
+flagged ``diverged`` and gets no speedup or efficiency; a diverged world-size-1 run leaves its whole
+family without them, as there is nothing to measure against.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from convbench.report.identity import case_name, headline, mixes_sources, scaling_family
+from convbench.report.names import Names
 
 
 def _device_utilisation(record: dict[str, Any]) -> list[tuple[str, float]]:
@@ -49,13 +54,16 @@ def scaling_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if 1 not in by_size or len(by_size) < 2:
             continue
         base = by_size[1]["timing"]["train_s"]
+        base_diverged = bool(by_size[1].get("diverged"))
         for size in sorted(by_size):
             record = by_size[size]
             timing = record["timing"]
             train = timing["train_s"]
             strong = record["case"].get("scaling", "strong") == "strong"
+            diverged = bool(record.get("diverged"))
             # weak scaling does N times the work in the same ideal time
-            speedup = (base / train) * (1 if strong else size) if train else None
+            measured = train and not (diverged or base_diverged)
+            speedup = (base / train) * (1 if strong else size) if measured else None
             ideal = base / size if strong else base
             rows.append({
                 "group": record["group"],
@@ -63,6 +71,7 @@ def scaling_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 # the world-size-1 case the others are measured against
                 "family": case_name(by_size[1], mixed_sources=mixed),
                 "world_size": size,
+                "diverged": diverged,
                 "scaling": "strong" if strong else "weak",
                 "train_time_s": train,
                 "ideal_time_s": ideal,
@@ -81,28 +90,30 @@ def scaling_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _write_section(rows: list[dict[str, Any]], out_dir: Path, name: str, title: str) -> tuple[str, list[Path], Any]:
+def _write_section(rows: list[dict[str, Any]], out_dir: Path, name: str, title: str,
+                   names: Names) -> tuple[str, list[Path], Any]:
     """Write tables/<name>.{csv,md}; return the printed section, the paths and the DataFrame."""
     import pandas as pd
 
-    from convbench.report.tables import to_markdown
+    from convbench.report.formats import heading, to_csv, to_markdown
 
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows, dtype=object)  # None (not measured) stays apart from NaN: see formats
     tables = out_dir / "tables"
     tables.mkdir(parents=True, exist_ok=True)
-    written = [tables / f"{name}.csv", tables / f"{name}.md"]
-    table.to_csv(written[0], index=False)
-    text = f"## {title}\n\n{to_markdown(table)}"
+    stem = names.file("tables", name)
+    written = [tables / f"{stem}.csv", tables / f"{stem}.md"]
+    to_csv(table, written[0])
+    text = f"{heading(2, title)}\n\n{to_markdown(table)}"
     written[1].write_text(text + "\n", encoding="utf-8")
     return text, written, table
 
 
-def write_scaling(rows: list[dict[str, Any]], out_dir: Path) -> tuple[str, list[Path]]:
+def write_scaling(rows: list[dict[str, Any]], out_dir: Path, names: Names) -> tuple[str, list[Path]]:
     """Write tables/scaling.{csv,md}; return the printed section and the paths (the figure is the
     ``scaling`` figure kind)."""
     if not rows:
         return "", []
-    text, written, _ = _write_section(rows, out_dir, "scaling", "scaling over world sizes")
+    text, written, _ = _write_section(rows, out_dir, "scaling", "scaling over world sizes", names)
     return text, written
 
 
@@ -129,9 +140,9 @@ def throughput_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def write_throughput(rows: list[dict[str, Any]], out_dir: Path) -> tuple[str, list[Path]]:
+def write_throughput(rows: list[dict[str, Any]], out_dir: Path, names: Names) -> tuple[str, list[Path]]:
     """Write tables/throughput.{csv,md}; return the printed section and the paths."""
     if not rows:
         return "", []
-    text, written, _ = _write_section(rows, out_dir, "throughput", "throughput")
+    text, written, _ = _write_section(rows, out_dir, "throughput", "throughput", names)
     return text, written

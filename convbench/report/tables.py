@@ -8,8 +8,7 @@ out over two case fields (e.g. lr x batch size) per group.
 
 from __future__ import annotations
 
-import html
-import re
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,10 @@ from typing import Any
 import pandas as pd
 
 from convbench.errors import ConvbenchError, choices_hint
+from convbench.report.formats import heading, to_csv, to_html, to_latex, to_markdown
 from convbench.report.identity import Headline, seedless_id
-from convbench.report.load import CASE_FIELDS
+from convbench.report.load import CASE_FIELDS, whole
+from convbench.report.names import Names
 
 #: The numbers a per-group table shows; with several seeds the mean, and ``<column>_std`` their spread.
 METRIC_COLUMNS = ("final_{split}_accuracy", "best_{split}_accuracy", "final_train_loss", "final_{split}_loss",
@@ -27,11 +28,6 @@ METRIC_COLUMNS = ("final_{split}_accuracy", "best_{split}_accuracy", "final_trai
 #: The numbers a pivot table can show.
 PIVOT_METRICS = (*METRIC_COLUMNS, "steps", "eval_time_s")
 STD_SUFFIX = "_std"
-
-
-def slug(name: str) -> str:
-    """A file-name-safe form of a group name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "group"
 
 
 def metric_columns(split: str) -> list[str]:
@@ -106,6 +102,21 @@ def _case_name(ids: list[str]) -> str:
     return stripped[0] if len(stripped) == 1 else ", ".join(distinct)
 
 
+def mean_and_spread(values: Sequence[Any]) -> tuple[float | None, float | None]:
+    """The mean and the sample standard deviation (None for one value) of the values the runs recorded.
+
+    None is a value a run did not record and is left out; a NaN or an infinity a run did record is not:
+    it makes the mean non-finite (and the spread NaN), so that the table shows it instead of hiding it.
+    """
+    recorded = [float(v) for v in values if v is not None and v is not pd.NA]
+    if not recorded:
+        return None, None
+    if not all(map(math.isfinite, recorded)):
+        return sum(recorded) / len(recorded), (math.nan if len(recorded) > 1 else None)
+    series = pd.Series(recorded, dtype=float)
+    return float(series.mean()), (float(series.std(ddof=1)) if len(recorded) > 1 else None)
+
+
 def _summary(values: list[Any]) -> Any:
     """One value when all runs agree, else the counts (``2 passed, 1 failed``)."""
     distinct = list(dict.fromkeys(values))
@@ -123,17 +134,16 @@ def aggregate_seeds(runs: pd.DataFrame, split: str, *, with_group: bool = False)
         if with_group:
             row["group"] = seeds["group"].iloc[0]
         for metric in metric_columns(split):
-            values = pd.to_numeric(seeds[metric], errors="coerce").dropna()
-            mean = float(values.mean()) if len(values) else None
-            std = float(values.std(ddof=1)) if len(values) > 1 else None
-            if metric == "samples_per_s" and mean is not None:
-                mean, std = round(mean), (None if std is None else round(std))
+            mean, std = mean_and_spread(seeds[metric].tolist())
+            if metric == "samples_per_s":
+                mean, std = whole(mean), whole(std)
             row[metric], row[metric + STD_SUFFIX] = mean, std
         diverged = [bool(v) for v in seeds["diverged"]]
         row["diverged"] = diverged[0] if len(set(diverged)) == 1 else f"{sum(diverged)}/{len(diverged)}"
         row["outcome"] = _summary([plain(v) for v in seeds["outcome"]])
         rows.append(row)
-    table = pd.DataFrame(rows, columns=table_columns(split, with_group=with_group))
+    # object dtype keeps None (not recorded) apart from NaN (recorded): see convbench.report.formats
+    table = pd.DataFrame(rows, columns=table_columns(split, with_group=with_group), dtype=object)
     return table.astype({"seeds": int})
 
 
@@ -148,10 +158,17 @@ def _diverged_fraction(value: Any) -> float | None:
     return float(value)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _sort_key(column: pd.Series) -> pd.Series:
     if column.name == "diverged":
         return column.map(_diverged_fraction)
     if column.dtype == object:
+        values = [plain(v) for v in column]
+        if all(v is None or _is_number(v) for v in values):  # a column of measurements: by value, NaN last
+            return pd.to_numeric(column.map(plain), errors="coerce")
         return column.map(lambda v: None if plain(v) is None else str(v))
     return column
 
@@ -243,17 +260,11 @@ def pivot_tables(frame: pd.DataFrame, headline: Headline, spec: PivotSpec,
             cells = []
             for row in rows:
                 cell = runs.loc[_matches(runs[spec.row], row) & _matches(runs[spec.column], column)]
-                values = pd.to_numeric(cell[metric], errors="coerce").dropna()
-                cells.append(float(values.mean()) if len(values) else None)
+                cells.append(mean_and_spread(cell[metric].tolist())[0])
                 mixed += cell["_config"].nunique() > 1
             data[label(column)] = cells
-        pivots[name] = Pivot(name, metric, spec, pd.DataFrame(data), mixed)
+        pivots[name] = Pivot(name, metric, spec, pd.DataFrame(data, dtype=object), mixed)
     return pivots
-
-
-# ---------------------------------------------------------------------------------- formats
-def _number(value: float) -> str:
-    return format(value, ".4g")
 
 
 def display(table: pd.DataFrame) -> pd.DataFrame:
@@ -262,72 +273,38 @@ def display(table: pd.DataFrame) -> pd.DataFrame:
     return table.drop(columns=empty)
 
 
-def to_markdown(table: pd.DataFrame) -> str:
-    shown = table.astype(object).where(table.notna(), None)  # tabulate prints None as missingval
-    return shown.to_markdown(index=False, floatfmt=".4g", missingval="-")
-
-
-def to_html(table: pd.DataFrame, title: str) -> str:
-    """A standalone HTML page holding the table (numbers to 4 significant digits, missing as '-')."""
-    body = table.to_html(index=False, na_rep="-", float_format=_number, border=0)
-    name = html.escape(title)
-    return (f'<!DOCTYPE html>\n<html>\n<head>\n<meta charset="utf-8">\n<title>{name}</title>\n</head>\n'
-            f"<body>\n<h1>{name}</h1>\n{body}\n</body>\n</html>\n")
-
-
-def to_latex(table: pd.DataFrame, title: str) -> str:
-    """A booktabs ``tabular`` (``\\usepackage{booktabs}``) to ``\\input`` into a document."""
-    title = " ".join(title.splitlines())
-    return f"% {title}\n" + table.to_latex(index=False, na_rep="-", float_format=_number, escape=True)
-
-
-class _Names:
-    """File stems, one per group, distinct even when two group names give the same slug."""
-
-    def __init__(self, taken: Sequence[str] = ()) -> None:
-        self.used = set(taken)
-
-    def __call__(self, name: str) -> str:
-        stem, n = slug(name), 1
-        while stem in self.used:
-            n += 1
-            stem = f"{slug(name)}-{n}"
-        self.used.add(stem)
-        return stem
-
-
-def write_tables(frame: pd.DataFrame, tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
-    """``all_cases.{csv,html,tex}`` (one row per run, every column) and ``<group>.{csv,md,html,tex}``."""
+def write_tables(frame: pd.DataFrame, tables: dict[str, pd.DataFrame], out_dir: Path, names: Names) -> list[Path]:
+    """``all_cases.{csv,html,tex}`` (one row per run, every column) and ``<group>.{csv,md,html,tex}``, each
+    group's files named by ``names`` (shared with the figures)."""
     out = out_dir / "tables"
     out.mkdir(parents=True, exist_ok=True)
     everything = frame.drop(columns=[c for c in frame.columns if c.startswith("_")])
-    written = [out / "all_cases.csv", out / "all_cases.html", out / "all_cases.tex"]
-    everything.to_csv(written[0], index=False)
+    base = names.file("tables", "all_cases")
+    written = [out / f"{base}.csv", out / f"{base}.html", out / f"{base}.tex"]
+    to_csv(everything, written[0])
     written[1].write_text(to_html(everything, "all cases"), encoding="utf-8")
     written[2].write_text(to_latex(everything, "all cases"), encoding="utf-8")
-    stem = _Names(["all_cases"])
     for group, table in tables.items():
-        base = stem(group)
+        base = names.file("tables", names.group(group))
         paths = [out / f"{base}{suffix}" for suffix in (".csv", ".md", ".html", ".tex")]
         shown = display(table)
-        table.to_csv(paths[0], index=False)
-        paths[1].write_text(f"# {group}\n\n{to_markdown(shown)}\n", encoding="utf-8")
+        to_csv(table, paths[0])
+        paths[1].write_text(f"{heading(1, group)}\n\n{to_markdown(shown)}\n", encoding="utf-8")
         paths[2].write_text(to_html(shown, group), encoding="utf-8")
         paths[3].write_text(to_latex(shown, group), encoding="utf-8")
         written += paths
     return written
 
 
-def write_pivots(pivots: dict[str, Pivot], out_dir: Path) -> list[Path]:
+def write_pivots(pivots: dict[str, Pivot], out_dir: Path, names: Names) -> list[Path]:
     """``pivot-<group>.csv`` (full precision) and ``.md``."""
     out = out_dir / "tables"
     out.mkdir(parents=True, exist_ok=True)
-    stem = _Names()
     written = []
     for group, pivot in pivots.items():
-        base = f"pivot-{stem(group)}"
+        base = names.file("tables", "pivot", names.group(group))
         csv_path, md_path = out / f"{base}.csv", out / f"{base}.md"
-        pivot.table.to_csv(csv_path, index=False)
-        md_path.write_text(f"# {pivot.title}\n\n{to_markdown(pivot.table)}\n", encoding="utf-8")
+        to_csv(pivot.table, csv_path)
+        md_path.write_text(f"{heading(1, pivot.title)}\n\n{to_markdown(pivot.table)}\n", encoding="utf-8")
         written += [csv_path, md_path]
     return written

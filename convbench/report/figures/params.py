@@ -3,12 +3,19 @@
 
 from __future__ import annotations
 
+import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from convbench.report.figures import X_AXES, FigureKind, FigureOptions
-from convbench.report.figures.style import finish, plt
+from convbench.report.figures.style import finish, number, plt
 from convbench.report.identity import Record
+
+
+def _series(record: Record) -> dict[str, np.ndarray]:
+    """The run's parameter series as float arrays, NaN where a value was not recorded."""
+    return {name: np.array([number(v) for v in values], dtype=float)
+            for name, values in record["curves"]["params"].items()}
 
 
 def params_figure(group: str, records: list[Record]) -> Figure:
@@ -20,7 +27,7 @@ def params_figure(group: str, records: list[Record]) -> Figure:
                              squeeze=False)
     ax = axes[0][0]
     for record in runs:
-        params = record["curves"]["params"]
+        params = _series(record)
         for name in names:
             if name in params:
                 ax.plot(params["step"], params[name], label=f"{name}: {record['case_id']}")
@@ -32,8 +39,8 @@ def params_figure(group: str, records: list[Record]) -> Figure:
         path_ax = axes[0][1]
         first, second = names
         for record in runs:
-            params = record["curves"]["params"]
-            if first in params and second in params:
+            params = _series(record)
+            if first in params and second in params and params[first].size:
                 (line,) = path_ax.plot(params[first], params[second], marker=".", label=record["case_id"])
                 path_ax.plot(params[first][0], params[second][0], marker="s", color=line.get_color())
                 path_ax.plot(params[first][-1], params[second][-1], marker="*", markersize=12,

@@ -43,6 +43,14 @@ def _sortable(value: Any) -> tuple[int, Any]:
     return (0, value) if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, str(value))
 
 
+def _parsed(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _text_order(text: str | None) -> tuple[int, Any]:
+    return _sortable(_parsed(text))
+
+
 def lr_figure(group: str, records: list[Record], split: str) -> Figure:
     """The headline metric against learning rate (log x), one line per optimizer (and other varied field values)."""
     metric = headline(records, split)
@@ -74,16 +82,18 @@ def heatmap_data(records: list[Record], split: str) -> tuple[str, str, list[Any]
         raise ValueError(f"a heatmap needs exactly two varied fields, got {fields}")
     metric = headline(records, split)
     row_field, col_field = fields
-    rows = sorted({_field_value(r, row_field) for r in records}, key=_sortable)
-    cols = sorted({_field_value(r, col_field) for r in records}, key=_sortable)
+    # values are told apart by their JSON text: a list value (augmentations) cannot be a set member or a key
+    flats = [flat_case(r) for r in records]
+    rows = sorted({flat.get(row_field) for flat in flats}, key=_text_order)
+    cols = sorted({flat.get(col_field) for flat in flats}, key=_text_order)
     cells: dict[tuple[int, int], list[float]] = {}
-    for record in records:
-        key = (rows.index(_field_value(record, row_field)), cols.index(_field_value(record, col_field)))
+    for record, flat in zip(records, flats, strict=True):
+        key = (rows.index(flat.get(row_field)), cols.index(flat.get(col_field)))
         cells.setdefault(key, []).append(number(metric.value(record)))
     grid = np.full((len(rows), len(cols)), math.nan)
     for (i, j), values in cells.items():
         grid[i, j] = float(np.mean(values))
-    return row_field, col_field, rows, cols, grid
+    return row_field, col_field, [_parsed(r) for r in rows], [_parsed(c) for c in cols], grid
 
 
 def heatmap_figure(group: str, records: list[Record], split: str) -> Figure:

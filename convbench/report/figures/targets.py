@@ -18,7 +18,9 @@ def _has_target(record: Record) -> bool:
 
 
 def _reached(record: Record) -> bool:
-    return bool(record["target"].get("reached")) and record["target"].get("time_s") is not None
+    """Reached, at a time that can be drawn: a NaN or infinite time counts as not reached."""
+    time = record["target"].get("time_s")
+    return bool(record["target"].get("reached")) and time is not None and math.isfinite(time)
 
 
 def target_times(records: list[Record]) -> list[tuple[str, float | None, int, int]]:

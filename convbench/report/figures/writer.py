@@ -9,7 +9,7 @@ from pathlib import Path
 from convbench.errors import ConvbenchError, PluginProblemWarning
 from convbench.registry import FIGURE, Registry, get_figure_registry
 from convbench.report.figures import FigureKind, FigureOptions, Record
-from convbench.report.tables import slug
+from convbench.report.names import Names
 
 
 def figure_registry() -> Registry:
@@ -49,12 +49,19 @@ def figure_names(registry: Registry | None = None) -> list[str]:
 
 
 def write_figures(records: list[Record], out_dir: Path, options: FigureOptions | None = None,
-                  kinds: dict[str, FigureKind] | None = None) -> list[Path]:
+                  kinds: dict[str, FigureKind] | None = None, names: Names | None = None) -> list[Path]:
     """Draw and save ``options.kinds`` (default: the kinds marked default) of ``kinds`` (default: the
-    registered ones) under ``out_dir/figures``; return the files written."""
+    registered ones) under ``out_dir/figures``; return the files written.
+
+    ``names`` (the report's, so that a group's figures and tables share a stem) names the files:
+    ``<group>-<kind>`` per group, the kind's `FigureKind.file_stem` (else its name) across groups.
+    """
+    import matplotlib
+
     from convbench.report.figures.style import save
 
     options = options or FigureOptions()
+    names = names or Names()
     kinds = figure_kinds() if kinds is None else kinds
     wanted = [n for n, k in kinds.items() if k.default] if options.kinds is None else options.kinds
     unknown = [name for name in wanted if name not in kinds]
@@ -66,12 +73,16 @@ def write_figures(records: list[Record], out_dir: Path, options: FigureOptions |
     groups: dict[str, list[Record]] = {}
     for record in records:
         groups.setdefault(record["group"], []).append(record)
+    jobs = [(group, members, name, kind) for group, members in groups.items() for name, kind in chosen.items()
+            if not kind.across_groups and kind.applies(members, options)]
+    jobs += [(None, records, name, kind) for name, kind in chosen.items()
+             if kind.across_groups and kind.applies(records, options)]
     written: list[Path] = []
-    for group, members in groups.items():
-        for name, kind in chosen.items():
-            if not kind.across_groups and kind.applies(members, options):
-                written += save(kind.draw(group, members, options), out / f"{slug(group)}-{name}", options.formats)
-    for name, kind in chosen.items():
-        if kind.across_groups and kind.applies(records, options):
-            written += save(kind.draw(None, records, options), out / (kind.file_stem or name), options.formats)
+    # Group and case names are text, not TeX: a '$' in a label is a dollar sign, not a formula that fails to
+    # parse when the figure is saved. A figure kind that wants TeX passes parse_math=True to its text.
+    with matplotlib.rc_context({"text.parse_math": False}):
+        for group, members, name, kind in jobs:
+            stem = names.file("figures", kind.file_stem or name) if group is None else \
+                names.file("figures", names.group(group), name)
+            written += save(kind.draw(group, members, options), out / stem, options.formats)
     return written
