@@ -214,26 +214,36 @@ def test_a_prepared_run_trains_once(settings):
         prepared.run()
 
 
-def test_augmentations_apply_to_training_batches_only(settings, registry):
-    seen = {"train": 0, "eval": 0}
+def test_augmentations_apply_to_training_batches_only(settings):
+    import types
+
+    import convbench
+    from convbench.registry import load_registry
+
+    seen = {"train": 0, "eval": 0, "eval_batches": 0}
 
     class Recorder(nn.Module):
+        """Counts the all-zero images (what the stand-in augmentation makes) in training and evaluation."""
+
         def __init__(self, input_shape, num_outputs):
             super().__init__()
             self.linear = nn.Linear(math.prod(input_shape), num_outputs)
 
         def forward(self, x):
             seen["train" if self.training else "eval"] += int((x == 0).all(dim=(1, 2, 3)).sum())
+            seen["eval_batches"] += not self.training
             return self.linear(x.flatten(1))
 
-    prepared = PreparedRun(Case(model="softmax", dataset="mnist-5k", optimizer="sgd", lr=0.1, batch_size=50, steps=3,
-                                augmentations=["rotation"]), RunSettings(registry=registry))
-    prepared.model = Recorder((1, 28, 28), 10)
-    prepared.optimizer = torch.optim.SGD(prepared.model.parameters(), lr=0.1)
+    plugin = types.ModuleType("recorder_plugin")
+    plugin.convbench_register_models = convbench.hookimpl(lambda register: register("recorder", Recorder))
+    registry = load_registry(extra_plugins=[("recorder_plugin", plugin)])
+    prepared = PreparedRun(Case(model="recorder", dataset="mnist-5k", optimizer="sgd", lr=0.1, batch_size=50,
+                                steps=3, augmentations=["rotation"]),
+                           RunSettings(registry=registry, data_root=settings.data_root))
     prepared.augment = lambda batch: torch.zeros_like(batch)  # a stand-in augmentation we can recognise
     prepared.run()
-    assert seen["train"] == 3 * 50
-    assert seen["eval"] == 0
+    assert seen["train"] == 3 * 50  # every training image went through the augmentation
+    assert seen["eval_batches"] > 0 and seen["eval"] == 0  # the same model evaluated, on images it did not touch
 
 
 def test_a_multi_device_case_needs_a_process_group_of_its_size(settings):
