@@ -80,7 +80,8 @@ class RunSettings:
     scale: str = "full"
     progress: Callable[[Progress], None] | None = None
     registry: Registry | None = None
-    #: Per-case limit. None: 30 minutes for multi-process cases (convbench.launch), none in this process.
+    #: Limit of a case's preparation, and then of its run (or of each throughput round), each on its own.
+    #: None: 30 minutes on a worker pool (convbench.pool), no limit in this process (convbench.time_limit).
     timeout_s: float | None = None
     telemetry_interval_s: float | None = 0.2  # device/CPU sampling during the run; None: off
 
