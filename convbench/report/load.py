@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from convbench.errors import ReportInputError
 from convbench.report import identity
-from convbench.result import READABLE_SCHEMAS, RECORD_SCHEMA, THROUGHPUT_SCHEMA, ResultSchemaError, RunResult
+from convbench.result import (
+    READABLE_SCHEMAS,
+    RECORD_SCHEMA,
+    THROUGHPUT_SCHEMA,
+    ResultSchemaError,
+    RunResult,
+    ThroughputResult,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -73,10 +80,8 @@ def load(path: str | Path) -> LoadedFile:
                             commit_info=document.get("commit_info") or {})
     for index, entry in enumerate(entries):
         speed = (entry.get("extra_info") or {}).get("convbench_throughput") if isinstance(entry, dict) else None
-        if isinstance(speed, dict) and speed.get("schema") == THROUGHPUT_SCHEMA:
-            loaded.throughput.append({**speed, "group": entry.get("group") or "ungrouped",
-                                      "test": entry.get("fullname") or entry.get("name"), "source": str(path),
-                                      **_labels(path, loaded, entry)})
+        if isinstance(speed, dict):
+            _add_throughput(path, loaded, entry, speed)
             continue
         record = _record(path, index, entry)
         if record is None:
@@ -94,6 +99,16 @@ def load(path: str | Path) -> LoadedFile:
             "(were the cases run with the convergence fixture?)"
         )
     return loaded
+
+
+def _add_throughput(path: Path, loaded: LoadedFile, entry: dict[str, Any], speed: dict[str, Any]) -> None:
+    """A `throughput` case: its measurement, or (results files only) a warning that it failed before one."""
+    test = entry.get("fullname") or entry.get("name")
+    if "schema" not in speed and speed.get("error"):
+        loaded.warnings.append(f"{path}: {test} failed before measuring throughput: {speed['error']}")
+    elif speed.get("schema") == THROUGHPUT_SCHEMA:
+        loaded.throughput.append({**speed, "group": entry.get("group") or "ungrouped", "test": test,
+                                  "source": str(path), **_labels(path, loaded, entry)})
 
 
 def source_labels(machine_info: Any, commit_info: Any) -> dict[str, str | None]:
@@ -154,7 +169,8 @@ class _BadLine(Exception):
 
 
 def _jsonl_entry(line: bytes, cut: bool) -> dict[str, Any]:
-    """One line as a results-file entry whose result reads back (`RunResult.from_dict`), or `_BadLine`.
+    """One line as a results-file entry whose result reads back (`RunResult.from_dict`, or
+    `ThroughputResult.from_dict` for a throughput case), or `_BadLine`.
 
     ``cut``: the line is the last and has no newline, which every finished write ends with.
     """
@@ -169,11 +185,14 @@ def _jsonl_entry(line: bytes, cut: bool) -> dict[str, Any]:
     if entry.get("schema") != RECORD_SCHEMA:
         raise _BadLine(f"record schema {entry.get('schema')!r}; this convbench reads {RECORD_SCHEMA!r}")
     extra_info = entry.get("extra_info")
-    result = extra_info.get("convbench") if isinstance(extra_info, dict) else None
-    failed_before_training = isinstance(result, dict) and "schema" not in result and result.get("error")
-    if not failed_before_training:  # which has its error instead of a result
+    extra_info = extra_info if isinstance(extra_info, dict) else {}
+    kind, read = ("convbench_throughput", ThroughputResult.from_dict) if "convbench_throughput" in extra_info \
+        else ("convbench", RunResult.from_dict)
+    result = extra_info.get(kind)
+    failed_before_measuring = isinstance(result, dict) and "schema" not in result and result.get("error")
+    if not failed_before_measuring:  # which has its error instead of a result
         try:
-            RunResult.from_dict(result)
+            read(result)
         except ResultSchemaError as exc:
             raise _BadLine(str(exc)) from None
     return entry
