@@ -282,7 +282,7 @@ def throughput(request: pytest.FixtureRequest, benchmark: Any, convbench_setting
     and spread are real statistics over rounds), reading the machine's load over them
     (`convbench.throughput`). Returns, and stores in ``benchmark.extra_info["convbench_throughput"]``,
     samples/s overall and per device; with the test's outcome it goes to the results file as soon as
-    the test finishes.
+    the test finishes. A case interrupted mid-rounds is not saved: its rounds are not the ones asked for.
     """
     from convbench import launch
     from convbench.throughput import measure
@@ -294,11 +294,15 @@ def throughput(request: pytest.FixtureRequest, benchmark: Any, convbench_setting
         scaled = _session_case(case, convbench_settings, convbench_world_size, request)
         _skip_other_world_sizes_under_torchrun(scaled)
         record = _start_record(request, benchmark, "convbench_throughput", scaled, convbench_settings)
-        # a round past the time limit, or a rank that failed, fails the test in one line too
-        with _failing_in_one_line(scaled, record), launch.prepare(scaled, convbench_settings) as prepared:
-            result = measure(prepared, steps=steps, rounds=rounds, warmup_steps=warmup_steps,
-                             repeat=lambda one_round, times: benchmark.pedantic(one_round, rounds=times,
-                                                                                iterations=1))
+        try:
+            # a round past the time limit, or a rank that failed, fails the test in one line too
+            with _failing_in_one_line(scaled, record), launch.prepare(scaled, convbench_settings) as prepared:
+                result = measure(prepared, steps=steps, rounds=rounds, warmup_steps=warmup_steps,
+                                 repeat=lambda one_round, times: benchmark.pedantic(one_round, rounds=times,
+                                                                                    iterations=1))
+        except KeyboardInterrupt:
+            benchmark.has_error = True  # pytest-benchmark then saves no statistics of the rounds run so far
+            raise
         info = result.to_dict()
         record.update(info)
         benchmark.extra_info["convbench_throughput"] = record
@@ -315,6 +319,24 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 # ---------------------------------------------------------------------------------- reporting
 @pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """A test interrupted (Ctrl-C) after its case was measured still writes it, marked "interrupted".
+
+    pytest makes no report of an interrupted call, so `pytest_runtest_makereport` never sees it. A
+    case interrupted before its measurement ended has nothing to write.
+    """
+    try:
+        return (yield)
+    except KeyboardInterrupt:
+        pending = item.stash.get(_RECORD, None)
+        if pending is not None:
+            pending.fields.update(outcome="interrupted", error="KeyboardInterrupt")
+            if "schema" in pending.fields:  # the result is in: only the test's own code was interrupted
+                _append_result(item, pending)
+        raise
+
+
+@pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
     pending = item.stash.get(_RECORD, None)
@@ -329,6 +351,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                 else str(report.longrepr).strip().splitlines()[-1]
         _append_result(item, pending)
     return report
+
+
+@pytest.hookimpl(wrapper=True, optionalhook=True)
+def pytest_benchmark_generate_json(config: pytest.Config, benchmarks: list[Any], include_data: bool,
+                                   machine_info: dict[str, Any], commit_info: dict[str, Any]) -> Any:
+    """Leave out the benchmarks with no rounds: a case interrupted (Ctrl-C) before its first round ended.
+
+    pytest-benchmark (5.2) computes every saved benchmark's statistics, fails on one with no rounds
+    (``min() arg is an empty sequence``) and writes no ``--benchmark-json`` at all: one interrupted
+    case would cost every finished one. pytest-benchmark's own table skips such benchmarks already.
+    """
+    benchmarks[:] = [bench for bench in benchmarks if bench.has_error or bench.stats]  # Stats: false without rounds
+    return (yield)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
