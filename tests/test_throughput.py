@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -13,6 +15,7 @@ from fake_nvml import FakeNvml, script
 from convbench import launch, throughput
 from convbench.case import Case
 from convbench.machine_load import LoadMeter
+from convbench.pool import free_port
 from convbench.result import MachineLoad, RoundTimes
 from convbench.telemetry import NvmlDevice
 from convbench.throughput import RoundsLoad, measure
@@ -210,6 +213,25 @@ def test_a_real_measurement_records_its_rounds_spread_and_load():
     load = result.machine_load
     assert load.duration_s >= 3 * result.round_s.min  # the meter was running through every round
     assert load.own_cpu_share is not None and 0 <= load.own_cpu_share <= 1
+
+
+@pytest.mark.slow
+def test_under_torchrun_every_rank_reads_the_load_and_rank_zero_writes_it(tmp_path):
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "test_speed.py").write_text(SUITE.replace("steps=1)", "steps=1, world_size=2)"))
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    completed = subprocess.run(
+        [torchrun, "--nproc-per-node", "2", "--master-port", str(free_port()), "-m", "pytest", "-q",
+         "-p", "no:cacheprovider", "--convbench-results", "r.jsonl"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert completed.returncode == 0, (completed.stdout + completed.stderr)[-4000:]
+    assert completed.stdout.count("1 passed") == 2  # both ranks measured (and gathered the readings)
+    (line,) = [json.loads(text) for text in (tmp_path / "r.jsonl").read_text().splitlines()]
+    info = line["extra_info"]["convbench_throughput"]
+    assert info["world_size"] == 2 and info["rounds"] == 4
+    # the ranks gathered their readings: one machine, read by its first rank
+    assert [host["host"] for host in info["machine_load"]["hosts"]] == [platform.node()]
+    assert info["machine_load"]["duration_s"] >= 4 * info["round_s"]["min"]
 
 
 @pytest.mark.slow
