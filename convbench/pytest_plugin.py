@@ -17,14 +17,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 
 from convbench import __version__, results_file
 from convbench.case import DEFAULT_SCALE, SCALES
 from convbench.errors import ConvbenchError
-from convbench.result import RECORD_SCHEMA, RoundTimes, ThroughputResult
+from convbench.result import RECORD_SCHEMA
 
 if TYPE_CHECKING:
     from convbench.case import Case
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 SCALE_ENV = "CONVBENCH_SCALE"
 _HOOK_PREFIX = "convbench_register_"  # the registration hooks' names (convbench.hookspecs)
 DEFAULT_RESULTS = ".convbench/results.jsonl"
-_RECORD = pytest.StashKey[dict]()
 _SESSION = pytest.StashKey[str]()
 
 
@@ -215,14 +214,9 @@ def convergence(request: pytest.FixtureRequest, benchmark: Any, convbench_settin
     from convbench import launch
 
     def run(case: Case) -> RunResult:
-        if request.node.stash.get(_RECORD, None) is not None:
-            raise ConvbenchError("the convergence fixture runs one case per test; parametrize for more")
         scaled = _session_case(case, convbench_settings, convbench_world_size, request)
         _skip_other_world_sizes_under_torchrun(scaled)
-        record: dict[str, Any] = {"case_id": scaled.id, "scale": convbench_settings.scale, "outcome": None,
-                                  "error": None}
-        request.node.stash[_RECORD] = record
-        record["group"] = _default_group(benchmark, request)
+        record = _start_record(request, benchmark, "convbench", scaled, convbench_settings)
         handles: list[launch.PreparedCase] = []
 
         def setup() -> tuple[tuple[launch.PreparedCase], dict[str, Any]]:
@@ -245,6 +239,27 @@ def convergence(request: pytest.FixtureRequest, benchmark: Any, convbench_settin
     return run
 
 
+class _CaseRecord(NamedTuple):
+    """What a test's case writes to the results file when the test ends: ``extra_info[key] = fields``."""
+
+    key: str  # "convbench" (a convergence case) or "convbench_throughput"
+    fields: dict[str, Any]
+
+
+_RECORD = pytest.StashKey[_CaseRecord]()
+
+
+def _start_record(request: pytest.FixtureRequest, benchmark: Any, key: str, case: Case,
+                  settings: RunSettings) -> dict[str, Any]:
+    """The test's record, kept on its item until the test's outcome is known (`pytest_runtest_makereport`)."""
+    if request.node.stash.get(_RECORD, None) is not None:
+        raise ConvbenchError(f"the {request.fixturename} fixture runs one case per test; parametrize for more")
+    record: dict[str, Any] = {"case_id": case.id, "scale": settings.scale, "outcome": None, "error": None,
+                              "group": _default_group(benchmark, request)}
+    request.node.stash[_RECORD] = _CaseRecord(key, record)
+    return record
+
+
 @contextlib.contextmanager
 def _failing_in_one_line(case: Case, record: dict[str, Any] | None = None) -> Iterator[None]:
     """A user error (`ConvbenchError`) fails the test with its one-line message, noted in ``record``."""
@@ -264,10 +279,13 @@ def throughput(request: pytest.FixtureRequest, benchmark: Any, convbench_setting
 
     ``throughput(case, steps=20, rounds=5, warmup_steps=5)`` prepares the case once, runs the warm-up
     steps, then lets pytest-benchmark time ``rounds`` rounds of ``steps`` steps each (so its min, mean
-    and spread are real statistics over rounds). Returns, and stores in
-    ``benchmark.extra_info["convbench_throughput"]``, samples/s overall and per device.
+    and spread are real statistics over rounds), reading the machine's load over them
+    (`convbench.throughput`). Returns, and stores in ``benchmark.extra_info["convbench_throughput"]``,
+    samples/s overall and per device; with the test's outcome it goes to the results file as soon as
+    the test finishes. A case interrupted mid-rounds is not saved: its rounds are not the ones asked for.
     """
     from convbench import launch
+    from convbench.throughput import measure
 
     def run(case: Case, steps: int = 20, rounds: int = 5, warmup_steps: int = 5) -> dict[str, Any]:
         for name, value in (("steps", steps), ("rounds", rounds)):
@@ -275,17 +293,19 @@ def throughput(request: pytest.FixtureRequest, benchmark: Any, convbench_setting
                 raise ConvbenchError(f"throughput {name}={value!r}: expected a positive integer")
         scaled = _session_case(case, convbench_settings, convbench_world_size, request)
         _skip_other_world_sizes_under_torchrun(scaled)
-        _default_group(benchmark, request)
-        round_times: list[float] = []
-        # a round past the time limit, or a rank that failed, fails the test in one line too
-        with _failing_in_one_line(scaled), launch.prepare(scaled, convbench_settings) as prepared:
-            prepared.time_steps(warmup_steps)  # untimed: allocator, kernels, DDP buckets
-            benchmark.pedantic(lambda: round_times.append(prepared.time_steps(steps)), rounds=rounds, iterations=1)
-        info = ThroughputResult(
-            case_id=scaled.id, case=scaled.to_dict(), world_size=scaled.world_size, steps_per_round=steps,
-            rounds=len(round_times), samples_per_round=steps * prepared.global_batch,
-            round_s=RoundTimes.of(round_times), startup_s=prepared.startup_s).to_dict()
-        benchmark.extra_info["convbench_throughput"] = info
+        record = _start_record(request, benchmark, "convbench_throughput", scaled, convbench_settings)
+        try:
+            # a round past the time limit, or a rank that failed, fails the test in one line too
+            with _failing_in_one_line(scaled, record), launch.prepare(scaled, convbench_settings) as prepared:
+                result = measure(prepared, steps=steps, rounds=rounds, warmup_steps=warmup_steps,
+                                 repeat=lambda one_round, times: benchmark.pedantic(one_round, rounds=times,
+                                                                                    iterations=1))
+        except KeyboardInterrupt:
+            benchmark.has_error = True  # pytest-benchmark then saves no statistics of the rounds run so far
+            raise
+        info = result.to_dict()
+        record.update(info)
+        benchmark.extra_info["convbench_throughput"] = record
         return info
 
     return run
@@ -299,10 +319,29 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 # ---------------------------------------------------------------------------------- reporting
 @pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """A test interrupted (Ctrl-C) after its case was measured still writes it, marked "interrupted".
+
+    pytest makes no report of an interrupted call, so `pytest_runtest_makereport` never sees it. A
+    case interrupted before its measurement ended has nothing to write.
+    """
+    try:
+        return (yield)
+    except KeyboardInterrupt:
+        pending = item.stash.get(_RECORD, None)
+        if pending is not None:
+            pending.fields.update(outcome="interrupted", error="KeyboardInterrupt")
+            if "schema" in pending.fields:  # the result is in: only the test's own code was interrupted
+                _append_result(item, pending)
+        raise
+
+
+@pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
-    record = item.stash.get(_RECORD, None)
-    if record is not None and report.when == "call":
+    pending = item.stash.get(_RECORD, None)
+    if pending is not None and report.when == "call":
+        record = pending.fields
         if hasattr(report, "wasxfail"):
             record["outcome"] = "xfailed" if report.skipped else "xpassed"
         else:
@@ -310,21 +349,34 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if report.failed and record["error"] is None:
             record["error"] = report.longrepr.reprcrash.message if hasattr(report.longrepr, "reprcrash") \
                 else str(report.longrepr).strip().splitlines()[-1]
-        _append_result(item, record)
+        _append_result(item, pending)
     return report
+
+
+@pytest.hookimpl(wrapper=True, optionalhook=True)
+def pytest_benchmark_generate_json(config: pytest.Config, benchmarks: list[Any], include_data: bool,
+                                   machine_info: dict[str, Any], commit_info: dict[str, Any]) -> Any:
+    """Leave out the benchmarks with no rounds: a case interrupted (Ctrl-C) before its first round ended.
+
+    pytest-benchmark (5.2) computes every saved benchmark's statistics, fails on one with no rounds
+    (``min() arg is an empty sequence``) and writes no ``--benchmark-json`` at all: one interrupted
+    case would cost every finished one. pytest-benchmark's own table skips such benchmarks already.
+    """
+    benchmarks[:] = [bench for bench in benchmarks if bench.has_error or bench.stats]  # Stats: false without rounds
+    return (yield)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """A results file that cannot be appended to stops the session now, in one line, not after the first case.
 
-    Checked only when a collected test runs convergence cases: every pytest session where convbench is
-    installed loads this plugin, and one without cases must not create the file.
+    Checked only when a collected test runs convergence or throughput cases: every pytest session where
+    convbench is installed loads this plugin, and one without cases must not create the file.
     """
     config = session.config
     path = results_path(config)
     if path is None or _secondary_rank() or config.option.collectonly:
         return
-    if not any("convergence" in getattr(item, "fixturenames", ()) for item in session.items):
+    if not any({"convergence", "throughput"} & set(getattr(item, "fixturenames", ())) for item in session.items):
         return
     try:
         results_file.check_appendable(path)
@@ -333,7 +385,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                                 f"to {path}: {exc.strerror or exc}") from None
 
 
-def _append_result(item: pytest.Item, record: dict[str, Any]) -> None:
+def _append_result(item: pytest.Item, record: _CaseRecord) -> None:
     """Write the finished case to the results file now, so an interrupted session keeps it.
 
     A write that fails (a full disk) costs this line only: the session goes on, later cases are
@@ -350,8 +402,8 @@ def _append_result(item: pytest.Item, record: dict[str, Any]) -> None:
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "fullname": item.nodeid,
         "name": item.name,
-        "group": record.get("group"),
-        "extra_info": {"convbench": record},
+        "group": record.fields.get("group"),
+        "extra_info": {record.key: record.fields},
     }
     try:
         results_file.append_record(path, line)

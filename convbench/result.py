@@ -8,13 +8,16 @@ reads and raises `ResultSchemaError` naming the field, so a malformed file is on
 
 Versions: ``convbench.result/2`` added ``stop_reason``; files written as ``convbench.result/1`` are
 read unchanged (their stop reason is unknown). ``machine_load`` and ``energy`` came later within
-version 2: they are optional, and None in files written before them. Bump `SCHEMA` when a field
-changes meaning, and keep the older versions in `READABLE_SCHEMAS` while they can be read.
+version 2: they are optional, and None in files written before them (as are a throughput result's
+``round_s.median``, ``round_s.std`` and ``machine_load`` within ``convbench.throughput/1``). Bump
+`SCHEMA` when a field changes meaning, and keep the older versions in `READABLE_SCHEMAS` while they
+can be read.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -418,20 +421,38 @@ class RunResult:
 
 @dataclass(frozen=True)
 class RoundTimes:
-    """Seconds per throughput round: the statistics pytest-benchmark also reports, kept with the result."""
+    """Seconds per throughput round: the statistics pytest-benchmark also reports, kept with the result.
+
+    ``median`` and ``std`` (the sample standard deviation; None for a single round, which has no
+    spread) say how much one round's time can be trusted: a large spread means the rounds were
+    disturbed. They are None in files written before they were recorded.
+    """
 
     mean: float
     min: float
     max: float
+    median: float | None = None
+    std: float | None = None
 
     @classmethod
     def of(cls, seconds: list[float]) -> RoundTimes:
-        return cls(sum(seconds) / len(seconds), min(seconds), max(seconds))
+        return cls(statistics.fmean(seconds), min(seconds), max(seconds), median=statistics.median(seconds),
+                   std=statistics.stdev(seconds) if len(seconds) > 1 else None)
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str = "round_s") -> RoundTimes:
+        f = _Fields(data, path)
+        return cls(mean=f.number("mean"), min=f.number("min"), max=f.number("max"),
+                   median=f.number("median", optional=True), std=f.number("std", optional=True))
 
 
 @dataclass(frozen=True)
 class ThroughputResult:
-    """What the `throughput` fixture measured: samples per second over timed rounds of training steps."""
+    """What the `throughput` fixture measured: samples per second over timed rounds of training steps.
+
+    ``machine_load`` covers the timed rounds (not the warm-up); None in files written before it was
+    recorded.
+    """
 
     case_id: str
     case: dict[str, Any]
@@ -442,6 +463,7 @@ class ThroughputResult:
     round_s: RoundTimes
     startup_s: float = 0.0
     schema: str = THROUGHPUT_SCHEMA
+    machine_load: MachineLoad | None = None
 
     @property
     def samples_per_s(self) -> float:
@@ -462,12 +484,13 @@ class ThroughputResult:
         schema = f.text("schema")
         if schema != THROUGHPUT_SCHEMA:
             raise ResultSchemaError(f"throughput schema {schema!r}; this convbench reads {THROUGHPUT_SCHEMA!r}")
-        rounds = _Fields(f.mapping("round_s"), "round_s")
+        machine_load = f.mapping("machine_load", optional=True)
         return cls(case_id=f.text("case_id"), case=f.mapping("case"), world_size=f.integer("world_size"),
                    steps_per_round=f.integer("steps_per_round"), rounds=f.integer("rounds"),
                    samples_per_round=f.integer("samples_per_round"),
-                   round_s=RoundTimes(rounds.number("mean"), rounds.number("min"), rounds.number("max")),
-                   startup_s=f.number("startup_s", optional=True) or 0.0, schema=schema)
+                   round_s=RoundTimes.from_dict(f.mapping("round_s")),
+                   startup_s=f.number("startup_s", optional=True) or 0.0, schema=schema,
+                   machine_load=None if machine_load is None else MachineLoad.from_dict(machine_load))
 
 
 def _json_clean(value: Any) -> Any:

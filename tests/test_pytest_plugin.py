@@ -267,15 +267,105 @@ def test_interrupted_session_keeps_the_finished_case(pytester: pytest.Pytester) 
             convergence(case)
     """)
     result = pytester.runpytest_subprocess("--convbench-results", "results.jsonl", "--convbench-no-progress",
-                                           "-p", "no:cacheprovider", timeout=120)
+                                           "--benchmark-json", "out.json", "-p", "no:cacheprovider", timeout=120)
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(["*KeyboardInterrupt*"])
+    lines = {line["name"].split("[")[0]: line["extra_info"]["convbench"]
+             for line in read_results(pytester.path / "results.jsonl")}
+    assert set(lines) == {"test_first", "test_second"}
+    assert lines["test_first"]["outcome"] == "passed" and lines["test_first"]["steps"] == STEPS
+    # the second case was measured in full before its test was interrupted: kept, and said to be interrupted
+    assert (lines["test_second"]["outcome"], lines["test_second"]["error"]) == ("interrupted", "KeyboardInterrupt")
+    assert lines["test_second"]["steps"] == STEPS
+    benchmarks = {bench["name"].split("[")[0]: bench["extra_info"]["convbench"]
+                  for bench in json.loads((pytester.path / "out.json").read_text(encoding="utf-8"))["benchmarks"]}
+    assert benchmarks == lines
+
+
+INTERRUPTING_MODEL = """
+import math
+import os
+import signal
+
+from torch import nn
+
+import convbench
+
+
+class Interrupting(nn.Module):
+    \"\"\"A linear model whose process gets SIGINT (Ctrl-C) during its `at_step`-th training step.\"\"\"
+
+    def __init__(self, input_shape, num_outputs, at_step):
+        super().__init__()
+        self.linear = nn.Linear(math.prod(input_shape), num_outputs)
+        self.steps, self.at_step = 0, at_step
+
+    def forward(self, x):
+        if self.training:
+            self.steps += 1
+            if self.steps == self.at_step:
+                os.kill(os.getpid(), signal.SIGINT)
+        return self.linear(x.flatten(1))
+
+
+@convbench.hookimpl
+def convbench_register_models(register):
+    register("interrupting", Interrupting)
+"""
+
+#: The interrupted test: SIGINT in the 8th of 20 training steps, or in the 2nd of 3 throughput rounds of 2 steps
+#: (after 1 warm-up step and the first round): either way the case has no result yet.
+INTERRUPTED = {
+    "convergence": """
+        @pytest.mark.parametrize("case", [BASE.replace(model="interrupting", model_kwargs={"at_step": 8}).param()])
+        def test_c_interrupted(convergence, case):
+            convergence(case)
+    """,
+    "throughput": """
+        @pytest.mark.parametrize("case", [BASE.replace(model="interrupting", model_kwargs={"at_step": 4}).param()])
+        def test_c_interrupted(throughput, case):
+            throughput(case, steps=2, rounds=3, warmup_steps=1)
+    """,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("interrupted", INTERRUPTED)
+def test_ctrl_c_mid_case_keeps_every_finished_case_in_the_json_and_the_results_file(pytester: pytest.Pytester,
+                                                                                     interrupted: str) -> None:
+    pytester.makeconftest(INTERRUPTING_MODEL)
+    write_suite(pytester, """
+        @pytest.mark.parametrize("case", [BASE.param()])
+        def test_a_converges(convergence, case):
+            convergence(case)
+
+
+        @pytest.mark.parametrize("case", [BASE.param()])
+        def test_b_speed(throughput, case):
+            throughput(case, steps=2, rounds=3, warmup_steps=1)
+    """ + INTERRUPTED[interrupted] + """
+
+        @pytest.mark.parametrize("case", [BASE.replace(lr=0.2).param()])
+        def test_d_never_runs(convergence, case):
+            convergence(case)
+    """)
+    result = pytester.runpytest_subprocess("--convbench-results", "results.jsonl", "--convbench-no-progress",
+                                           "--benchmark-json", "out.json", "-p", "no:cacheprovider", timeout=120)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*KeyboardInterrupt*"])
+    output = result.stdout.str() + result.stderr.str()
+    assert "INTERNALERROR" not in output and "empty sequence" not in output
+    # pytest-benchmark's JSON is written, with the two finished cases only
+    document = json.loads((pytester.path / "out.json").read_text(encoding="utf-8"))
+    finished = {"test_a_converges", "test_b_speed"}
+    assert {bench["name"].split("[")[0] for bench in document["benchmarks"]} == finished
+    # the results file holds the same two cases, each written as its test ended
     lines = read_results(pytester.path / "results.jsonl")
-    first = [line for line in lines if line["name"].startswith("test_first[")]
-    assert len(first) == 1
-    assert first[0]["extra_info"]["convbench"]["outcome"] == "passed"
-    assert first[0]["extra_info"]["convbench"]["steps"] == STEPS
-    assert not [line for line in lines if line["name"].startswith("test_third[")]
+    assert {line["name"].split("[")[0] for line in lines} == finished
+    for path in (pytester.path / "out.json", pytester.path / "results.jsonl"):
+        loaded = load_results(path)
+        assert [record["steps"] for record in loaded.records] == [STEPS]
+        assert [(speed["rounds"], speed["outcome"]) for speed in loaded.throughput] == [(3, "passed")]
 
 
 THREE_CASES = """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import statistics
 
 import pytest
 
@@ -12,7 +13,9 @@ from convbench.engine import run_in_this_process
 from convbench.result import (
     READABLE_SCHEMAS,
     SCHEMA,
+    THROUGHPUT_SCHEMA,
     Divergence,
+    MachineLoad,
     ResultSchemaError,
     RoundTimes,
     RunResult,
@@ -119,7 +122,39 @@ def test_throughput_result_derives_its_rates_and_reads_back():
                                 samples_per_round=1000, round_s=RoundTimes.of([0.5, 0.25, 0.75]), startup_s=1.5)
     data = measured.to_dict()
     assert data["samples_per_s"] == pytest.approx(2000.0) and data["samples_per_s_per_device"] == pytest.approx(1000)
-    assert data["round_s"] == {"mean": 0.5, "min": 0.25, "max": 0.75}
+    assert data["round_s"] == {"mean": 0.5, "min": 0.25, "max": 0.75, "median": 0.5, "std": pytest.approx(0.25)}
+    assert data["machine_load"] is None
     assert ThroughputResult.from_dict(data) == measured
     with pytest.raises(ResultSchemaError, match=r"field 'round_s\.mean'"):
         ThroughputResult.from_dict({**data, "round_s": {"min": 1, "max": 2}})
+
+
+def test_round_spread_is_the_sample_deviation_and_one_round_has_none():
+    spread = RoundTimes.of([1.0, 2.0, 3.0, 10.0])
+    assert spread.median == 2.5  # the middle of an even count: the mean of the two middle rounds
+    assert spread.std == pytest.approx(statistics.stdev([1.0, 2.0, 3.0, 10.0]))
+    assert spread.std == pytest.approx(4.0825, abs=1e-4)  # n - 1 in the denominator, not n (3.5355)
+    once = RoundTimes.of([0.4])
+    assert (once.mean, once.median, once.std) == (0.4, 0.4, None)
+
+
+def test_throughput_written_before_round_spread_and_machine_load_still_reads():
+    old = {"schema": THROUGHPUT_SCHEMA, "case_id": "c", "case": {}, "world_size": 1, "steps_per_round": 5,
+           "rounds": 2, "samples_per_round": 500, "round_s": {"mean": 0.5, "min": 0.4, "max": 0.6}}
+    result = ThroughputResult.from_dict(old)
+    assert result.round_s == RoundTimes(mean=0.5, min=0.4, max=0.6)
+    assert result.round_s.std is None and result.round_s.median is None and result.machine_load is None
+    with pytest.raises(ResultSchemaError, match=r"field 'round_s\.std': expected a number or null, got 'wide'"):
+        ThroughputResult.from_dict({**old, "round_s": {**old["round_s"], "std": "wide"}})
+
+
+def test_throughput_machine_load_reads_back_and_is_checked():
+    load = MachineLoad(busy=True, other_cpu_share=0.4, own_cpu_share=0.5, duration_s=2.0,
+                       reason="other processes used 40% of the 2 cores' time", hosts=[{"host": "vm"}])
+    measured = ThroughputResult(case_id="c", case={}, world_size=1, steps_per_round=5, rounds=2,
+                                samples_per_round=500, round_s=RoundTimes.of([0.5, 0.6]), machine_load=load)
+    data = json.loads(json.dumps(measured.to_dict(), allow_nan=False))
+    assert data["machine_load"]["busy"] is True
+    assert ThroughputResult.from_dict(data) == measured
+    with pytest.raises(ResultSchemaError, match=r"field 'machine_load\.busy': expected true or false"):
+        ThroughputResult.from_dict({**data, "machine_load": {**data["machine_load"], "busy": "yes"}})

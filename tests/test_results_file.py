@@ -8,6 +8,7 @@ start-up check and failed writes are exercised on pytest sessions in test_pytest
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import subprocess
@@ -17,13 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from convbench import results_file
+from convbench import launch, results_file
 from convbench.case import Case
 from convbench.cli import main
 from convbench.engine import RunSettings, run_in_this_process
 from convbench.errors import ReportInputError
 from convbench.report.load import load
-from convbench.result import RECORD_SCHEMA, RunResult
+from convbench.result import RECORD_SCHEMA, RunResult, ThroughputResult
+from convbench.throughput import measure
 
 BLOBS = Case(model="softmax", dataset="blobs", optimizer="sgd", lr=0.1, batch_size=50, steps=12, eval_every=6)
 LEARNING_RATES = (0.05, 0.1, 0.2)
@@ -186,6 +188,68 @@ def test_report_and_compare_keep_the_good_lines_of_a_damaged_file(results, tmp_p
     for result in results:
         assert result.case_id in out
     assert len([line for line in err.splitlines() if str(damaged) in line and names_line(line, 3)]) == 1
+
+
+# ------------------------------------------------------------------------------- throughput lines
+@pytest.fixture(scope="module")
+def speed(registry) -> ThroughputResult:
+    """A real throughput measurement (two rounds on `blobs`, in this process)."""
+    with launch.prepare(BLOBS, RunSettings(registry=registry, telemetry_interval_s=None)) as prepared:
+        return measure(prepared, steps=3, rounds=2, warmup_steps=1)
+
+
+def throughput_entry(measured: ThroughputResult, outcome: str = "passed") -> dict:
+    """A results-file line of a throughput case, as the pytest plugin writes it."""
+    name = f"test_speed[{measured.case_id}]"
+    return {"schema": RECORD_SCHEMA, "machine": {"node": "box"}, "commit": {"id": "abc", "dirty": False},
+            "session": "0123456789ab", "time": "2026-01-01T00:00:00+00:00", "fullname": f"test_suite.py::{name}",
+            "name": name, "group": "test_speed",
+            "extra_info": {"convbench_throughput": {"case_id": measured.case_id, "scale": "quick", "outcome": outcome,
+                                                    "error": None, "group": "test_speed", **measured.to_dict()}}}
+
+
+def test_throughput_lines_are_read_beside_convergence_lines(results, speed, tmp_path):
+    path = tmp_path / "results.jsonl"
+    for line in (entry(results[0]), throughput_entry(speed), entry(results[1])):
+        results_file.append_record(path, line)
+    loaded = load(path)
+    assert [record["case_id"] for record in loaded.records] == [results[0].case_id, results[1].case_id]
+    (read,) = loaded.throughput
+    assert ThroughputResult.from_dict(read) == speed
+    assert (read["group"], read["machine"], read["commit"]) == ("test_speed", "box", "abc")
+    assert not loaded.warnings
+
+
+def test_a_malformed_throughput_line_costs_only_that_line(results, speed, tmp_path):
+    broken = throughput_entry(speed)
+    broken["extra_info"]["convbench_throughput"]["round_s"]["mean"] = "fast"
+    lines = [encoded(entry(results[0])), encoded(broken), encoded(throughput_entry(speed))]
+    loaded = load(write(tmp_path / "results.jsonl", lines))
+    assert len(loaded.records) == 1 and len(loaded.throughput) == 1
+    (warning,) = loaded.warnings
+    assert names_line(warning, 2) and "field 'round_s.mean': expected a number, got 'fast'" in warning, warning
+
+
+def test_a_throughput_case_that_failed_before_measuring_is_a_warning(results, speed, tmp_path):
+    failed = throughput_entry(speed)
+    failed["extra_info"]["convbench_throughput"] = {"case_id": "c", "scale": "quick", "outcome": "failed",
+                                                    "error": "unknown optimizer 'adma'", "group": "test_speed"}
+    loaded = load(write(tmp_path / "results.jsonl", [encoded(failed), encoded(throughput_entry(speed))]))
+    assert len(loaded.throughput) == 1
+    (warning,) = loaded.warnings
+    assert "failed before measuring throughput: unknown optimizer 'adma'" in warning, warning
+
+
+def test_report_of_a_results_file_shows_its_throughput_table(results, speed, tmp_path, capsys):
+    path = tmp_path / "results.jsonl"
+    for line in (entry(results[0]), throughput_entry(speed)):
+        results_file.append_record(path, line)
+    capsys.readouterr()
+    assert main(["report", str(path), "-o", str(tmp_path / "report"), "--no-figures"]) == 0
+    assert "## throughput" in capsys.readouterr().out
+    (row,) = csv.DictReader((tmp_path / "report" / "tables" / "throughput.csv").open(newline=""))
+    assert float(row["samples_per_s"]) == pytest.approx(speed.samples_per_s)
+    assert float(row["round_std_s"]) == pytest.approx(speed.round_s.std)
 
 
 # ------------------------------------------------------------------------------------ writing

@@ -114,6 +114,10 @@ def _add_entry(loaded: LoadedFile, index: int, entry: Any) -> None:
     extra_info = _extra_info(entry)
     if "convbench_throughput" in extra_info:
         speed = extra_info["convbench_throughput"]
+        if isinstance(speed, dict) and "schema" not in speed and speed.get("error"):  # a results-file line
+            loaded.warnings.append(one_line(f"{path}: {_test(entry)} failed before measuring throughput: "
+                                            f"{speed['error']}"))
+            return
         schema.check_throughput(speed)
         labels = _labels(loaded, entry)
         loaded.throughput.append({**speed, "group": _group(entry, speed), "test": _test(entry), "source": str(path),

@@ -118,7 +118,12 @@ def write_scaling(rows: list[dict[str, Any]], out_dir: Path, names: Names) -> tu
 
 
 def throughput_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Throughput per world size, with speedup and efficiency against world size 1 of the same case."""
+    """Throughput per world size, with speedup and efficiency against world size 1 of the same case.
+
+    ``round_cv`` is the rounds' standard deviation over their mean: rounds that differ by more than a
+    few percent were disturbed, and ``machine_busy`` says whether other work shared the machine then
+    (both empty for results written before convbench recorded them).
+    """
     families: dict[str, list[dict[str, Any]]] = {}
     for entry in entries:
         families.setdefault(scaling_family({**entry, "scale": None}), []).append(entry)
@@ -130,12 +135,17 @@ def throughput_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for size in sorted(by_size):
             entry = by_size[size]
             speedup = entry["samples_per_s"] / base if base else None
+            rounds = entry["round_s"]
+            std = rounds.get("std")
             rows.append({
                 "group": entry["group"], "case": case_name(entry, mixed_sources=mixed), "world_size": size,
                 "samples_per_s": entry["samples_per_s"], "samples_per_s_per_device": entry["samples_per_s_per_device"],
-                "round_mean_s": entry["round_s"]["mean"], "rounds": entry["rounds"],
+                "round_mean_s": rounds["mean"], "round_std_s": std,
+                "round_cv": std / rounds["mean"] if std is not None and rounds["mean"] else None,
+                "rounds": entry["rounds"],
                 "speedup": speedup, "efficiency": speedup / size if speedup is not None else None,
                 "startup_s": entry.get("startup_s"),
+                "machine_busy": (entry.get("machine_load") or {}).get("busy"),
             })
     return rows
 
