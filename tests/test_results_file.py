@@ -226,8 +226,9 @@ def test_a_malformed_throughput_line_costs_only_that_line(results, speed, tmp_pa
     lines = [encoded(entry(results[0])), encoded(broken), encoded(throughput_entry(speed))]
     loaded = load(write(tmp_path / "results.jsonl", lines))
     assert len(loaded.records) == 1 and len(loaded.throughput) == 1
-    (warning,) = loaded.warnings
-    assert names_line(warning, 2) and "field 'round_s.mean': expected a number, got 'fast'" in warning, warning
+    (error,) = loaded.rejected  # an invalid result, as for convergence lines: left out with an error
+    assert "(line 2)" in error and "field 'round_s.mean': expected a number, got 'fast'" in error, error
+    assert not loaded.warnings
 
 
 def test_a_throughput_case_that_failed_before_measuring_is_a_warning(results, speed, tmp_path):
