@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -308,8 +309,6 @@ def test_throughput_above_the_world_size_is_flagged():
 
 
 def test_the_figure_leaves_flagged_speedups_out_and_says_why():
-    import math
-
     import pandas as pd
 
     from convbench.report.figures.scaling import scaling_figure
@@ -407,3 +406,7 @@ def test_a_fresh_pool_records_its_first_run_as_cold_and_its_ranks_threads():
     # a pool's CPU ranks share the cores: each takes its share of them as threads (convbench.pool)
     assert (host["ranks"], host["threads"], host["cores"]) == (2, 2 * max(1, (os.cpu_count() or 1) // 2),
                                                               psutil.cpu_count())
+
+
+def test_a_nan_time_is_not_called_superlinear():
+    assert flags_of([record(1, math.nan), record(2, 4.0)])[2] == {}

@@ -130,8 +130,9 @@ def slow_baseline_causes(baseline: Record) -> list[str]:
 
 def superlinear(speedup: float | None, world_size: int, train_s: float, ideal_s: float,
                 baseline: Record) -> Flag | None:
-    """A flag when ``speedup`` is more than the world size allows (beyond `SUPERLINEAR_TOLERANCE`)."""
-    if speedup is None or world_size == 1 or speedup <= world_size * (1 + SUPERLINEAR_TOLERANCE):
+    """A flag when ``speedup`` is more than the world size allows (beyond `SUPERLINEAR_TOLERANCE`); a NaN
+    speedup (a time recorded as NaN) says nothing either way."""
+    if speedup is None or world_size == 1 or not speedup > world_size * (1 + SUPERLINEAR_TOLERANCE):
         return None
     return Flag(SUPERLINEAR, (
         f"speedup {speedup:.2f} on {world_size} ranks is more than {world_size}: the measured "
@@ -159,7 +160,7 @@ def row_flags(record: Record, baseline: Record, speedup: float | None, train_s: 
 
 def throughput_flags(speedup: float | None, world_size: int) -> list[Flag]:
     """Throughput rounds come after warm-up rounds: a speedup above the world size points at a busy machine."""
-    if speedup is None or world_size == 1 or speedup <= world_size * (1 + SUPERLINEAR_TOLERANCE):
+    if speedup is None or world_size == 1 or not speedup > world_size * (1 + SUPERLINEAR_TOLERANCE):
         return []
     return [Flag(SUPERLINEAR, f"throughput {speedup:.2f} times world size 1's on {world_size} ranks: the "
                               "world-size-1 rounds were likely slowed (a busy machine)")]

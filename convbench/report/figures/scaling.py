@@ -76,13 +76,15 @@ def _time_panel(ax: Any, rows: Any, case: str) -> None:
             if faded:
                 bar.set_alpha(_FADED)
     tops = ideal + overhead + startup
+    finite = tops[np.isfinite(tops)]
+    highest = float(finite.max()) if finite.size and finite.max() > 0 else 1.0  # a run may record inf or NaN
     for x, (top, row) in enumerate(zip(tops, rows.itertuples(), strict=True)):
         if row.flags:
             cut = row.ideal_time_s > row.train_time_s
             text = row.flags + (f"\nideal {row.ideal_time_s:.3g} s > measured" if cut else "")
-            ax.annotate(text, (x, top), xytext=(0, 3), textcoords="offset points", ha="center", va="bottom",
-                        fontsize="x-small", color="firebrick")
-    ax.set_ylim(0, 1.4 * max(float(tops.max()), 1e-9))  # room for the labels and the legend above the bars
+            ax.annotate(text, (x, top if math.isfinite(top) else highest), xytext=(0, 3), textcoords="offset points",
+                        ha="center", va="bottom", fontsize="x-small", color="firebrick")
+    ax.set_ylim(0, 1.4 * highest)  # room for the labels and the legend above the bars
     ax.set_xlabel("world size")
     ax.set_ylabel("seconds")
     ax.set_title(f"where the time goes: {case}")
