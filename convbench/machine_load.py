@@ -74,6 +74,15 @@ def ancestor_pids(process: psutil.Process) -> list[int]:
     return []
 
 
+def compute_threads() -> int:
+    """The intra-op threads torch computes with in this process: with the cores, whether the run's ranks
+    asked for more threads than the machine has (each then waits on the others, and a busy core slows
+    every thread of a rank)."""
+    import torch
+
+    return torch.get_num_threads()
+
+
 class LoadMeter:
     """This rank's two readings: `start` before the run, `stop` after it (a plain dict, to gather).
 
@@ -113,6 +122,7 @@ class LoadMeter:
             "machine_busy_s": None if machine is None else machine[0],
             "machine_total_s": None if machine is None else machine[1],
             "cores": psutil.cpu_count() or 1,
+            "threads": compute_threads(),
             "own_processes": len(own),
             "pids": sorted(own | set(ancestor_pids(self._process))),
             "gpu": self.gpu_label,
@@ -170,7 +180,10 @@ def combine(readings: Sequence[dict[str, Any] | None]) -> MachineLoad:
 def _host_cpu(on_host: list[dict[str, Any]], label: str, busy: list[str], unknown: list[str]) -> dict[str, Any]:
     """One machine's CPU shares: its busy time beyond the run's processes there, over its core-seconds."""
     machine = next((r for r in on_host if r["machine_busy_s"] is not None), None)
-    summary: dict[str, Any] = {"cores": on_host[0]["cores"], "duration_s": None, "other_cpu_share": None,
+    threads = [r.get("threads") for r in on_host]
+    summary: dict[str, Any] = {"cores": on_host[0]["cores"], "ranks": len(on_host),
+                               "threads": sum(threads) if None not in threads else None,
+                               "duration_s": None, "other_cpu_share": None,
                                "own_cpu_share": None, "cpu_share_resolution": None, "judged": False}
     if machine is None or machine["machine_total_s"] <= 0:
         unknown.append(f"the CPU time{label} was not read")

@@ -20,6 +20,20 @@ from convbench.clock import Stopwatch
 from convbench.distributed import DistContext
 from convbench.result import SPLITS, Divergence, Energy, MachineLoad, RunResult, Target, Telemetry, Timing
 
+#: Device types ("cpu", "cuda") a run has trained on in this process: the first run on each pays the
+#: one-time costs (kernels loaded on first use, the allocator growing, thread pools starting) in its
+#: training time. Recorded as ``Timing.first_in_process`` so that the scaling check can name a cold
+#: start; warming up instead would have to train something untimed first, and nothing the case owns
+#: may be touched for it without changing its results.
+_TRAINED_HERE: set[str] = set()
+
+
+def first_run_on(device: torch.device) -> bool:
+    """Whether no run has trained on ``device``'s type in this process yet; counts this one as trained."""
+    first = device.type not in _TRAINED_HERE
+    _TRAINED_HERE.add(device.type)
+    return first
+
 
 class RunRecorder:
     """The measurements of one run on one rank; collective where all ranks must agree."""
@@ -50,6 +64,7 @@ class RunRecorder:
         self.params: dict[str, list[Any]] = {"step": []}
         #: Called once, at the evaluation that first reaches the target (energy is read then).
         self.on_target: Callable[[], None] | None = None
+        self.first_in_process = first_run_on(device)
 
     # ----------------------------------------------------------------------------- during the run
     def record_trajectory(self, step: int) -> None:
@@ -99,6 +114,7 @@ class RunRecorder:
         setup_s = dist.max(setup_s, self.device)
         train_s = dist.max(self.train_clock.total, self.device)
         eval_s = dist.max(self.eval_clock.total, self.device)
+        first_in_process = dist.any(self.first_in_process, self.device)  # cold if any rank was
         samples = steps * batch_size
         curve_steps, curve_losses = _bucket_means(self.losses[:steps], self.stride)
         return RunResult(
@@ -114,7 +130,8 @@ class RunRecorder:
             diverged=self.divergence is not None,
             divergence=None if self.divergence is None else Divergence(**self.divergence),
             timing=Timing(setup_s=setup_s, train_s=train_s, eval_s=eval_s,
-                          train_per_step_s=train_s / steps if steps else None),
+                          train_per_step_s=train_s / steps if steps else None,
+                          first_in_process=first_in_process),
             samples_per_s=samples / train_s if train_s > 0 else None,
             final={key: values[-1] for key, values in self.evals.items() if _is_metric(key)},
             best=_best(self.evals),

@@ -140,6 +140,11 @@ class Timing:
 
     ``startup_s``, ``process_group_init_s`` and ``pool_reused`` exist for runs on a worker pool only:
     start-up is charged to the first case a pool runs (0 for the cases after it).
+
+    ``first_in_process`` is True when no run had trained on this device type in the training process
+    before this one: its ``train_s`` may hold one-time costs (kernels loaded on first use, the
+    allocator growing, thread pools starting), a cold start the scaling check names when a
+    world-size-1 baseline looks too slow. Absent (None) in files written before it was recorded.
     """
 
     setup_s: float
@@ -149,12 +154,14 @@ class Timing:
     startup_s: float | None = None
     process_group_init_s: float | None = None
     pool_reused: bool | None = None
+    first_in_process: bool | None = None
 
     _POOL_FIELDS = ("startup_s", "process_group_init_s", "pool_reused")
+    _ABSENT_WHEN_NONE = (*_POOL_FIELDS, "first_in_process")
 
     def to_dict(self) -> dict[str, Any]:
         # the pool's fields are absent, not null, for in-process runs: a null start-up would read as unknown
-        return {k: v for k, v in asdict(self).items() if not (k in self._POOL_FIELDS and v is None)}
+        return {k: v for k, v in asdict(self).items() if not (k in self._ABSENT_WHEN_NONE and v is None)}
 
     @classmethod
     def from_dict(cls, data: Any, path: str = "timing") -> Timing:
@@ -163,7 +170,8 @@ class Timing:
                    train_per_step_s=f.number("train_per_step_s", optional=True),
                    startup_s=f.number("startup_s", optional=True),
                    process_group_init_s=f.number("process_group_init_s", optional=True),
-                   pool_reused=f.flag("pool_reused", optional=True))
+                   pool_reused=f.flag("pool_reused", optional=True),
+                   first_in_process=f.flag("first_in_process", optional=True))
 
 
 @dataclass(frozen=True)
@@ -256,7 +264,9 @@ class MachineLoad:
     `convbench.machine_load.BUSY_CPU_SHARE` of the cores' time or any foreign process was on a GPU;
     None when neither could be judged (unread, or a short run's share too close to the threshold for
     the kernel's 10 ms ticks). ``reason`` says why it is busy, or why it could not tell; ``hosts``
-    has each machine's own numbers (with ``cpu_share_resolution``, how far its shares may be off).
+    has each machine's own numbers (with ``cpu_share_resolution``, how far its shares may be off;
+    ``cores``, its logical cores; ``ranks``, the run's ranks there, and ``threads``, their torch
+    intra-op threads together: the last two absent in files written before them).
     """
 
     busy: bool | None

@@ -9,6 +9,11 @@ per-device efficiency from smaller batches).
 A diverged run's time says nothing about scaling (it stopped early, or ran on NaNs), so its row is
 flagged ``diverged`` and gets no speedup or efficiency; a diverged world-size-1 run leaves its whole
 family without them, as there is nothing to measure against.
+
+Numbers that cannot be right (a speedup above the world size, a time below the ideal) or cannot be
+trusted (a busy machine, more ranks than cores) are flagged with the reason
+(`convbench.report.plausibility`): the ``flags`` column names them, ``flag_reasons`` says why, the
+Markdown section lists the reasons under the table, and the figure leaves such speedups out.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 
 from convbench.report.identity import case_name, headline, mixes_sources, scaling_family
 from convbench.report.names import Names
+from convbench.report.plausibility import Flag, row_flags, throughput_flags
 
 
 def _device_utilisation(record: dict[str, Any]) -> list[tuple[str, float]]:
@@ -53,8 +59,9 @@ def scaling_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         by_size = {m["world_size"]: m for m in members}
         if 1 not in by_size or len(by_size) < 2:
             continue
-        base = by_size[1]["timing"]["train_s"]
-        base_diverged = bool(by_size[1].get("diverged"))
+        baseline = by_size[1]
+        base = baseline["timing"]["train_s"]
+        base_diverged = bool(baseline.get("diverged"))
         for size in sorted(by_size):
             record = by_size[size]
             timing = record["timing"]
@@ -65,6 +72,7 @@ def scaling_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             measured = train and not (diverged or base_diverged)
             speedup = (base / train) * (1 if strong else size) if measured else None
             ideal = base / size if strong else base
+            flags = row_flags(record, baseline, speedup, train, ideal)
             rows.append({
                 "group": record["group"],
                 "case": case_name(record, mixed_sources=mixed),
@@ -72,6 +80,7 @@ def scaling_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "family": case_name(by_size[1], mixed_sources=mixed),
                 "world_size": size,
                 "diverged": diverged,
+                **_flag_columns(flags),
                 "scaling": "strong" if strong else "weak",
                 "train_time_s": train,
                 "ideal_time_s": ideal,
@@ -90,12 +99,25 @@ def scaling_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _flag_columns(flags: list[Flag]) -> dict[str, str]:
+    """The short names (empty: nothing found) and the reasons, for the table."""
+    return {"flags": ", ".join(flag.name for flag in flags), "flag_reasons": "; ".join(map(str, flags))}
+
+
+def flag_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per flagged row: which row, and why its speedup is not to be trusted."""
+    return [f"{row['case']} (world size {row['world_size']}): {row['flag_reasons']}" for row in rows if row["flags"]]
+
+
 def _write_section(rows: list[dict[str, Any]], out_dir: Path, name: str, title: str,
                    names: Names) -> tuple[str, list[Path], Any]:
-    """Write tables/<name>.{csv,md}; return the printed section, the paths and the DataFrame."""
+    """Write tables/<name>.{csv,md}; return the printed section, the paths and the DataFrame.
+
+    The CSV has every column; the Markdown table leaves out the long ``flag_reasons`` and lists them
+    under the table instead, where they can be read."""
     import pandas as pd
 
-    from convbench.report.formats import heading, to_csv, to_markdown
+    from convbench.report.formats import heading, markdown_text, to_csv, to_markdown
 
     table = pd.DataFrame(rows, dtype=object)  # None (not measured) stays apart from NaN: see formats
     tables = out_dir / "tables"
@@ -103,7 +125,10 @@ def _write_section(rows: list[dict[str, Any]], out_dir: Path, name: str, title: 
     stem = names.file("tables", name)
     written = [tables / f"{stem}.csv", tables / f"{stem}.md"]
     to_csv(table, written[0])
-    text = f"{heading(2, title)}\n\n{to_markdown(table)}"
+    text = f"{heading(2, title)}\n\n{to_markdown(table.drop(columns=['flag_reasons'], errors='ignore'))}"
+    if notes := flag_notes(rows):
+        text += ("\n\nFlagged rows: their speedup and efficiency cannot be taken at face value (the figure "
+                 "leaves them out).\n\n" + "\n".join(f"- {markdown_text(note)}" for note in notes))
     written[1].write_text(text + "\n", encoding="utf-8")
     return text, written, table
 
@@ -139,6 +164,7 @@ def throughput_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             std = rounds.get("std")
             rows.append({
                 "group": entry["group"], "case": case_name(entry, mixed_sources=mixed), "world_size": size,
+                **_flag_columns(throughput_flags(speedup, size)),
                 "samples_per_s": entry["samples_per_s"], "samples_per_s_per_device": entry["samples_per_s_per_device"],
                 "round_mean_s": rounds["mean"], "round_std_s": std,
                 "round_cv": std / rounds["mean"] if std is not None and rounds["mean"] else None,
