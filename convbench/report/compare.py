@@ -73,28 +73,16 @@ def compare_files(base: str | Path, new: str | Path, rules: Rules | None = None)
     no case in common are an error."""
     rules = rules or Rules()
     comparison = Comparison()
-    loaded = []
-    for path in (base, new):
-        try:
-            loaded.append(loader.load(path))
-        except ReportInputError as exc:
-            comparison.errors.append(str(exc))
-    if len(loaded) < 2:
+    loaded = _load_both(comparison, base, new)
+    if loaded is None:
         return comparison
-    for file in loaded:
-        comparison.warnings += file.warnings
-        comparison.errors += file.rejected
     base_cases, new_cases = cases_of(loaded[0]), cases_of(loaded[1])
     base_speed, new_speed = throughput_of(loaded[0]), throughput_of(loaded[1])
     metric = headline(loaded[0].records + loaded[1].records)
-    for key, base_runs in base_cases.items():
-        if key in new_cases:
-            change = CaseChange(key[0], key[1], base_runs, new_cases[key], metric)
-            comparison.changes.append(compare_case(change, rules))
-    for key, base_entry in base_speed.items():
-        if key in new_speed:
-            comparison.throughput.append(compare_throughput(ThroughputChange(key[0], base_entry, new_speed[key]),
-                                                            rules.time))
+    comparison.changes = [compare_case(CaseChange(key[0], key[1], runs, new_cases[key], metric), rules)
+                          for key, runs in base_cases.items() if key in new_cases]
+    comparison.throughput = [compare_throughput(ThroughputChange(key[0], entry, new_speed[key]), rules.time)
+                             for key, entry in base_speed.items() if key in new_speed]
     base_keys, new_keys = [*base_cases, *base_speed], [*new_cases, *new_speed]
     comparison.only_base = [key for key in base_keys if key not in new_keys]
     comparison.only_new = [key for key in new_keys if key not in base_keys]
@@ -103,6 +91,23 @@ def compare_files(base: str | Path, new: str | Path, rules: Rules | None = None)
         return comparison
     comparison.text = _text(comparison, base, new, metric, rules)
     return comparison
+
+
+def _load_both(comparison: Comparison, base: str | Path,
+               new: str | Path) -> tuple[loader.LoadedFile, loader.LoadedFile] | None:
+    """Both files, their warnings and left-out entries noted in ``comparison``; None if either is unreadable."""
+    loaded = []
+    for path in (base, new):
+        try:
+            loaded.append(loader.load(path))
+        except ReportInputError as exc:
+            comparison.errors.append(str(exc))
+    if len(loaded) < 2:
+        return None
+    for file in loaded:
+        comparison.warnings += file.warnings
+        comparison.errors += file.rejected
+    return loaded[0], loaded[1]
 
 
 def _nothing_matches(base: str | Path, base_keys: list[Key], new: str | Path, new_keys: list[Key]) -> str:
