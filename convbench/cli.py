@@ -85,24 +85,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = commands.add_parser(
         "compare", help="regressions of a new run against a baseline",
-        description="Compare two benchmark JSON / results files case by case (matched by test name and "
-                    "scale): the relative change in train time and the absolute change in the final metric "
-                    "(accuracy, or loss where there is none). Exit status 1 when a case slowed by more than "
-                    "the time threshold, its final metric got worse by more than the metric threshold, or it "
-                    "converged in BASE (not diverged, target reached if it had one, test passed) and does "
-                    "not in NEW, or its final metric is missing or not finite in NEW; 0 otherwise; 2 when an "
-                    "input, or an entry of one, cannot be read (one line each; the rest is still compared). "
-                    "A case run with several seeds is compared by its means, and a change counts only when it "
-                    "also exceeds 2 x the pooled "
-                    "standard error of the difference, so seed-to-seed noise is not reported as a "
-                    "regression. Cases in only one file are listed, not failures.")
+        description="Compare two benchmark JSON / results files case by case (convergence cases matched by test "
+                    "name and scale, their seeds together; throughput cases by test name). Exit status 1 when a "
+                    "case regressed: it converged in BASE (not diverged, target reached if it had one, test "
+                    "passed) and does not in NEW; its final metric (accuracy, or loss where there is none) got "
+                    "worse by more than --metric-threshold, or its steps to target grew by more than "
+                    "--steps-threshold (with several seeds a change must also exceed 2 x the pooled standard "
+                    "error of the difference); its final metric is missing or not finite in NEW; or its train "
+                    "time (a throughput case: its time per round) grew by more than --time-threshold and "
+                    "--min-time-diff, with Welch's t-test p <= --alpha on at least --min-time-samples runs "
+                    "(rounds) a side, none measured on a busy machine. A time that cannot be judged (too few "
+                    "runs, a busy machine) is a note, never a failure. 0 otherwise; 2 when an input, or an "
+                    "entry of one, cannot be read (one line each; the rest is still compared), or when no case "
+                    "of BASE matches one of NEW. Cases in only one file are listed, not failures.")
     compare.add_argument("base", metavar="BASE", help="the baseline: benchmark JSON or results file (.jsonl)")
     compare.add_argument("new", metavar="NEW", help="the run to check, in either format")
     compare.add_argument("--time-threshold", metavar="FRACTION", default="0.10",
-                         help="largest train-time increase that is not a regression, relative (default 0.10)")
+                         help="largest train-time (round-time) increase that is not a regression, relative "
+                              "(default 0.10)")
+    compare.add_argument("--min-time-diff", metavar="SECONDS", default="0.05",
+                         help="largest increase in seconds that is not a regression, however large relative to "
+                              "a short run (default 0.05: a few scheduler time slices)")
+    compare.add_argument("--alpha", metavar="P", default="0.01",
+                         help="significance level of the one-sided Welch t-test a slowdown must pass (default "
+                              "0.01)")
+    compare.add_argument("--min-time-samples", metavar="N", default="3",
+                         help="fewest runs (seeds) or throughput rounds a side for a time to be judged (default "
+                              "3); fewer are 'not enough data'. 1 judges single runs by the thresholds alone")
+    compare.add_argument("--judge-busy", action="store_true",
+                         help="judge times measured while the machine was busy with other work too (by default "
+                              "they are noted, not judged)")
     compare.add_argument("--metric-threshold", metavar="DELTA", default="0.01",
                          help="largest worsening of the final metric that is not a regression, absolute "
-                              "(default 0.01)")
+                              "(default 0.01; 0 fails any worsening)")
+    compare.add_argument("--steps-threshold", metavar="FRACTION", default="0.10",
+                         help="largest growth of the steps to target that is not a regression, relative "
+                              "(default 0.10)")
     compare.set_defaults(handler=_compare)
 
     listing = commands.add_parser("list", help="registered optimizers, models, schedulers, augmentations, "
@@ -158,17 +176,34 @@ def _threshold(text: str, option: str) -> float:
 
 def _compare(args: argparse.Namespace) -> int:
     from convbench.report.compare import compare_files
+    from convbench.report.regression import Rules
+    from convbench.report.time_rule import TimeRule
 
-    time_threshold = _threshold(args.time_threshold, "--time-threshold")
-    metric_threshold = _threshold(args.metric_threshold, "--metric-threshold")
-    comparison = compare_files(args.base, args.new, time_threshold=time_threshold,
-                               metric_threshold=metric_threshold)
+    alpha = _threshold(args.alpha, "--alpha")
+    if not 0 < alpha < 1:
+        raise ConvbenchError(f"--alpha must be between 0 and 1, got {args.alpha!r}")
+    time_rule = TimeRule(threshold=_threshold(args.time_threshold, "--time-threshold"),
+                         min_diff_s=_threshold(args.min_time_diff, "--min-time-diff"), alpha=alpha,
+                         min_samples=_count(args.min_time_samples, "--min-time-samples"), judge_busy=args.judge_busy)
+    rules = Rules(time=time_rule, metric_threshold=_threshold(args.metric_threshold, "--metric-threshold"),
+                  steps_threshold=_threshold(args.steps_threshold, "--steps-threshold"))
+    comparison = compare_files(args.base, args.new, rules)
     _print_problems(comparison.warnings, comparison.errors)
     if comparison.text:  # what could be read is compared, even beside an entry that could not
         print(comparison.text)
     if comparison.errors:
         return 2
     return 1 if comparison.regressions else 0
+
+
+def _count(text: str, option: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConvbenchError(f"{option} must be a whole number >= 1, got {text!r}")
+    return value
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -84,10 +84,11 @@ def case_name(test: str) -> str:
 
 
 def compared(out: str) -> dict[str, dict[str, str]]:
-    """Case name -> its row in the printed comparison table."""
+    """Case name -> its row in the printed comparison tables (convergence and throughput cases)."""
     rows, header = {}, None
     for line in out.splitlines():
         if not line.startswith("|"):
+            header = None  # a line between tables: the next table has its own header
             continue
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         if header is None:
@@ -168,10 +169,27 @@ def scale_time(name: str, factor: float) -> Callable[[Benches], None]:
     return edit
 
 
+#: Judge one run a side by the thresholds alone, however short: the session's runs take milliseconds.
+SINGLE_RUNS = ("--min-time-samples", "1", "--min-time-diff", "0")
+
+
+def test_single_run_time_change_is_not_enough_data(study: Study, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    slow = study.test("test_single", lr=0.1)
+    new = variant(study, tmp_path, "slower", scale_time(slow, 1.5))
+    code, out, err = run_compare(capsys, study.json_path, new, "--min-time-diff", "0")
+    assert code == 0, err
+    row = compared(out)[slow]
+    assert row["time"] == "+50.0%"
+    assert row["status"] == "ok (time +50.0% not judged: not enough data (1 run each; need 3))"
+    single = len([name for name in study.benches() if "::test_seeded[" not in name])
+    assert f"times not judged for {single} of " in out
+
+
 def test_slower_case_is_a_regression(study: Study, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     slow = study.test("test_single", lr=0.1)
     new = variant(study, tmp_path, "slower", scale_time(slow, 1.5))
-    code, out, _ = run_compare(capsys, study.json_path, new)
+    code, out, _ = run_compare(capsys, study.json_path, new, *SINGLE_RUNS)
     assert code == 1
     (base_t,), (new_t,) = seed_values(study.json_path, [slow], train_s), seed_values(new, [slow], train_s)
     assert new_t > base_t
@@ -189,7 +207,7 @@ def test_time_threshold(study: Study, tmp_path: Path, capsys: pytest.CaptureFixt
     slow = study.test("test_single", lr=0.5)
     new = variant(study, tmp_path, "slower", scale_time(slow, factor))
     args = [] if threshold is None else ["--time-threshold", threshold]
-    got, out, _ = run_compare(capsys, study.json_path, new, *args)
+    got, out, _ = run_compare(capsys, study.json_path, new, *args, *SINGLE_RUNS)
     change = factor - 1  # the edit scales one run's time: the relative change is the factor's excess
     assert (change > (0.10 if threshold is None else float(threshold))) == bool(code)  # the case is what it says
     assert got == code
@@ -347,26 +365,37 @@ def seed_values(path: Path, names: list[str], read: Callable[[dict], float]) -> 
     return [read(result(benches, name)) for name in names]
 
 
+def welch_p(before: list[float], after: list[float]) -> float:
+    """One-sided p of Welch's t-test that ``after`` is greater, from the textbook formulas (t statistic and
+    Welch-Satterthwaite degrees of freedom) and Student's t distribution."""
+    from scipy.stats import t as student_t
+
+    va, vb = statistics.variance(before) / len(before), statistics.variance(after) / len(after)
+    t = (statistics.fmean(after) - statistics.fmean(before)) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (len(before) - 1) + vb ** 2 / (len(after) - 1))
+    return float(student_t.sf(t, df))
+
+
 @pytest.mark.parametrize(("factor", "code"), [(1.3, 0), (3.0, 1)], ids=["within-noise", "beyond-noise"])
 def test_seed_noise_in_train_time(study: Study, tmp_path: Path, capsys: pytest.CaptureFixture[str], factor: float,
                                   code: int) -> None:
     seeds = study.seeded()
-    base = variant(study, tmp_path, "base", spread(seeds, train_s, set_time, 0.4))
-    new = variant(study, tmp_path, "new", spread(seeds, train_s, set_time, 0.4, lambda v: v * factor))
+    base = variant(study, tmp_path, "base", spread(seeds, train_s, set_time, 0.1))
+    new = variant(study, tmp_path, "new", spread(seeds, train_s, set_time, 0.1, lambda v: v * factor))
     before, after = seed_values(base, seeds, train_s), seed_values(new, seeds, train_s)
     change = (statistics.fmean(after) - statistics.fmean(before)) / statistics.fmean(before)
-    noise = 2 * pooled_se(before, after) / statistics.fmean(before)
-    assert change > 0.10  # beyond the plain threshold either way: only the noise rule tells them apart
-    assert (change > noise) == bool(code)
-    got, out, _ = run_compare(capsys, base, new)
+    p = welch_p(before, after)
+    assert change > 0.10  # beyond the plain threshold either way: only the noise test tells them apart
+    assert (p <= 0.01) == bool(code)
+    got, out, _ = run_compare(capsys, base, new, "--min-time-diff", "0")
     assert got == code
     row = compared(out)[case_name(seeds[0])]
     assert row["seeds"] == str(len(seeds))
     assert row["time"] == f"{change:+.1%}"
     if code:
-        assert "slower" in row["status"] and "(2 SE)" in row["status"]
+        assert "slower" in row["status"] and f"Welch p = {p:.2g}" in row["status"]
     else:
-        assert row["status"] == f"ok (time {change:+.1%} within noise (2 SE = {noise:.1%}))"
+        assert row["status"] == f"ok (time {change:+.1%} within noise (Welch p = {p:.2g} > 0.01))"
 
 
 @pytest.mark.parametrize(("drop", "code"), [(0.03, 0), (0.2, 1)], ids=["within-noise", "beyond-noise"])

@@ -1,20 +1,14 @@
-"""`convbench compare BASE NEW`: per case, how train time and the final metric changed, and whether it regressed.
+"""`convbench compare BASE NEW`: the cases of two runs of a suite matched up, each judged, and the verdict printed.
 
-Cases are matched by test name and scale; the seeds of a case (test names that differ only in their
-``seedN`` token) are compared as means. A case regresses when its train time grew by more than the
-time threshold (relative), its final metric got worse by more than the metric threshold (absolute), or
-it converged in BASE (every seed: not diverged, target reached if it had one, test passed) and not in
-NEW. With several seeds a change must also exceed twice the pooled standard error of the difference of
-the means, so that seed noise is not reported as a regression.
-
-A number NEW cannot be compared by is never a pass: a headline metric that BASE recorded and NEW did not
-(missing, NaN or infinite), or a train time that is not finite, is a regression that says so.
+Convergence cases are matched by test name and scale; the seeds of a case (test names that differ only
+in their ``seedN`` token) are judged together. Throughput cases are matched by test name. What makes a
+case a regression is `convbench.report.regression` (quality: the headline metric, steps to target,
+convergence) and `convbench.report.time_rule` (train times and throughput rounds). Two files with no
+case in common are an error, not "no regressions": they are runs of different suites.
 """
 
 from __future__ import annotations
 
-import math
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,129 +19,18 @@ from convbench.errors import ReportInputError
 from convbench.report import load as loader
 from convbench.report.formats import one_line, to_markdown
 from convbench.report.identity import Headline, headline, seedless_test_name
+from convbench.report.regression import (
+    CaseChange,
+    Rules,
+    ThroughputChange,
+    compare_case,
+    compare_throughput,
+    mean,
+)
+from convbench.report.time_rule import BUSY, TOO_FEW
 
-Key = tuple[str, Any]  # (test name without the seed token, scale)
-
-
-def converged(record: dict[str, Any]) -> tuple[bool, str | None]:
-    """Whether a run converged, and if not, why."""
-    if record.get("failed_before_training"):
-        return False, "failed before training"
-    if record["diverged"]:
-        return False, "diverged"
-    target = record.get("target") or {}
-    if target.get("value") is not None and not target.get("reached"):
-        return False, "target not reached"
-    if record.get("outcome") not in (None, "passed"):
-        return False, f"test {record['outcome']}"
-    return True, None
-
-
-def mean(values: list[float]) -> float:
-    """The mean, non-finite values included (NaN for infinities of both signs, where fmean would raise)."""
-    if all(map(math.isfinite, values)):
-        return statistics.fmean(values)
-    return sum(values) / len(values)
-
-
-def _finite(values: list[float]) -> list[float]:
-    return [v for v in values if math.isfinite(v)]
-
-
-def _not_comparable(what: str, values: list[float | None]) -> str | None:
-    """``final_test_accuracy missing in NEW (1 of 3 runs)``, or ``... nan in NEW``; None when all are finite."""
-    bad = [v for v in values if v is None or not math.isfinite(v)]
-    if not bad:
-        return None
-    shown = list(dict.fromkeys("missing" if v is None else format(v, ".4g") for v in bad))
-    count = f" ({len(bad)} of {len(values)} runs)" if len(values) > 1 else ""
-    return f"{what} {'/'.join(shown)} in NEW{count}"
-
-
-def pooled_standard_error(a: list[float], b: list[float]) -> float:
-    """Standard error of mean(b) - mean(a) from the pooled sample variance; 0 without any spread to pool."""
-    if not a or not b or len(a) + len(b) <= 2:
-        return 0.0
-    squares = sum((x - statistics.fmean(a)) ** 2 for x in a) + sum((x - statistics.fmean(b)) ** 2 for x in b)
-    variance = squares / (len(a) + len(b) - 2)
-    return math.sqrt(variance * (1 / len(a) + 1 / len(b)))
-
-
-@dataclass
-class CaseChange:
-    name: str
-    scale: Any
-    base: list[dict[str, Any]]
-    new: list[dict[str, Any]]
-    headline: Headline
-    time_change: float | None = None  # relative
-    metric_change: float | None = None  # absolute, new - base
-    problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @staticmethod
-    def times(runs: list[dict[str, Any]]) -> list[float]:
-        return [r["timing"]["train_s"] for r in runs
-                if not r.get("failed_before_training") and r["timing"].get("train_s") is not None]
-
-    def headline_values(self, runs: list[dict[str, Any]]) -> list[float | None]:
-        """The headline metric of each run that trained (None where it was not recorded)."""
-        return [self.headline.value(r) for r in runs if not r.get("failed_before_training")]
-
-    def metrics(self, runs: list[dict[str, Any]]) -> list[float]:
-        return [value for value in self.headline_values(runs) if value is not None]
-
-    def converged_count(self, runs: list[dict[str, Any]]) -> int:
-        return sum(converged(r)[0] for r in runs)
-
-    @property
-    def regressed(self) -> bool:
-        return bool(self.problems)
-
-
-def compare_case(change: CaseChange, time_threshold: float, metric_threshold: float) -> CaseChange:
-    _compare_times(change, time_threshold)
-    _compare_metrics(change, metric_threshold)
-    base_converged = change.converged_count(change.base) == len(change.base)
-    if base_converged and change.converged_count(change.new) < len(change.new):
-        reasons = dict.fromkeys(reason for ok, reason in map(converged, change.new) if not ok)
-        change.problems.append(f"stopped converging ({', '.join(reasons)})")
-    return change
-
-
-def _compare_times(change: CaseChange, time_threshold: float) -> None:
-    base_t, new_all = _finite(change.times(change.base)), change.times(change.new)
-    new_t = _finite(new_all)
-    if base_t and (problem := _not_comparable("train time", new_all)):
-        change.problems.append(problem)
-    if base_t and new_t and statistics.fmean(base_t) > 0:
-        base_mean = statistics.fmean(base_t)
-        change.time_change = (statistics.fmean(new_t) - base_mean) / base_mean
-        noise = 2 * pooled_standard_error(base_t, new_t) / base_mean
-        if change.time_change > max(time_threshold, noise):
-            change.problems.append(f"slower: {change.time_change:+.1%} > {max(time_threshold, noise):.1%}"
-                                   + (" (2 SE)" if noise > time_threshold else ""))
-        elif change.time_change > time_threshold:
-            change.notes.append(f"time {change.time_change:+.1%} within noise (2 SE = {noise:.1%})")
-
-
-def _compare_metrics(change: CaseChange, metric_threshold: float) -> None:
-    column = change.headline.column
-    base_all, new_values = change.metrics(change.base), change.headline_values(change.new)
-    base_m, new_m = _finite(base_all), _finite([v for v in new_values if v is not None])
-    if base_m and (problem := _not_comparable(column, new_values)):
-        change.problems.append(problem)
-    elif not base_m and base_all and new_m:
-        change.notes.append(f"{column} in BASE is {format(mean(base_all), '.4g')}: not compared")
-    if base_m and new_m:
-        change.metric_change = statistics.fmean(new_m) - statistics.fmean(base_m)
-        worse = -change.metric_change if change.headline.higher_is_better else change.metric_change
-        noise = 2 * pooled_standard_error(base_m, new_m)
-        if worse > max(metric_threshold, noise):
-            limit = f"{max(metric_threshold, noise):.4g}" + (" (2 SE)" if noise > metric_threshold else "")
-            change.problems.append(f"{column} {change.metric_change:+.4g}, worse by more than {limit}")
-        elif worse > metric_threshold:
-            change.notes.append(f"{column} {change.metric_change:+.4g} within noise (2 SE = {noise:.4g})")
+Key = tuple[str, Any]  # (test name without the seed token, scale); a throughput case's scale is THROUGHPUT
+THROUGHPUT = "throughput"
 
 
 def cases_of(loaded: loader.LoadedFile) -> dict[Key, list[dict[str, Any]]]:
@@ -160,25 +43,59 @@ def cases_of(loaded: loader.LoadedFile) -> dict[Key, list[dict[str, Any]]]:
     return cases
 
 
+def throughput_of(loaded: loader.LoadedFile) -> dict[Key, dict[str, Any]]:
+    """The file's throughput results by test name, the last reading of each."""
+    return {(entry["test"], THROUGHPUT): entry for entry in loaded.throughput}
+
+
 @dataclass
 class Comparison:
     text: str = ""
     changes: list[CaseChange] = field(default_factory=list)
+    throughput: list[ThroughputChange] = field(default_factory=list)
     only_base: list[Key] = field(default_factory=list)
     only_new: list[Key] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
     @property
-    def regressions(self) -> list[CaseChange]:
-        return [c for c in self.changes if c.regressed]
+    def compared(self) -> list[CaseChange | ThroughputChange]:
+        return [*self.changes, *self.throughput]
+
+    @property
+    def regressions(self) -> list[CaseChange | ThroughputChange]:
+        return [c for c in self.compared if c.regressed]
 
 
-def compare_files(base: str | Path, new: str | Path, *, time_threshold: float = 0.10,
-                  metric_threshold: float = 0.01) -> Comparison:
+def compare_files(base: str | Path, new: str | Path, rules: Rules | None = None) -> Comparison:
     """Compare NEW with BASE case by case. An unreadable file is an error and nothing is compared; entries
-    left out of a readable file are errors too (one line each), and the rest is still compared."""
+    left out of a readable file are errors too (one line each), and the rest is still compared. Files with
+    no case in common are an error."""
+    rules = rules or Rules()
     comparison = Comparison()
+    loaded = _load_both(comparison, base, new)
+    if loaded is None:
+        return comparison
+    base_cases, new_cases = cases_of(loaded[0]), cases_of(loaded[1])
+    base_speed, new_speed = throughput_of(loaded[0]), throughput_of(loaded[1])
+    metric = headline(loaded[0].records + loaded[1].records)
+    comparison.changes = [compare_case(CaseChange(key[0], key[1], runs, new_cases[key], metric), rules)
+                          for key, runs in base_cases.items() if key in new_cases]
+    comparison.throughput = [compare_throughput(ThroughputChange(key[0], entry, new_speed[key]), rules.time)
+                             for key, entry in base_speed.items() if key in new_speed]
+    base_keys, new_keys = [*base_cases, *base_speed], [*new_cases, *new_speed]
+    comparison.only_base = [key for key in base_keys if key not in new_keys]
+    comparison.only_new = [key for key in new_keys if key not in base_keys]
+    if not comparison.compared:
+        comparison.errors.append(_nothing_matches(base, base_keys, new, new_keys))
+        return comparison
+    comparison.text = _text(comparison, base, new, metric, rules)
+    return comparison
+
+
+def _load_both(comparison: Comparison, base: str | Path,
+               new: str | Path) -> tuple[loader.LoadedFile, loader.LoadedFile] | None:
+    """Both files, their warnings and left-out entries noted in ``comparison``; None if either is unreadable."""
     loaded = []
     for path in (base, new):
         try:
@@ -186,21 +103,26 @@ def compare_files(base: str | Path, new: str | Path, *, time_threshold: float = 
         except ReportInputError as exc:
             comparison.errors.append(str(exc))
     if len(loaded) < 2:
-        return comparison
+        return None
     for file in loaded:
         comparison.warnings += file.warnings
         comparison.errors += file.rejected
-    base_cases, new_cases = cases_of(loaded[0]), cases_of(loaded[1])
-    metric = headline(loaded[0].records + loaded[1].records)
-    for key, base_runs in base_cases.items():
-        if key in new_cases:
-            change = CaseChange(key[0], key[1], base_runs, new_cases[key], metric)
-            comparison.changes.append(compare_case(change, time_threshold, metric_threshold))
-        else:
-            comparison.only_base.append(key)
-    comparison.only_new = [key for key in new_cases if key not in base_cases]
-    comparison.text = _text(comparison, base, new, metric, time_threshold, metric_threshold)
-    return comparison
+    return loaded[0], loaded[1]
+
+
+def _nothing_matches(base: str | Path, base_keys: list[Key], new: str | Path, new_keys: list[Key]) -> str:
+    """The one line for two files with no case in common, with a case of each to show why."""
+    def first(keys: list[Key]) -> str:
+        return f", e.g. {_key_name(keys[0])}" if keys else ""
+
+    return one_line(f"no case of BASE ({base}: {len(base_keys)} cases{first(base_keys)}) matches one of NEW "
+                    f"({new}: {len(new_keys)} cases{first(new_keys)}): compare runs of the same suite (cases "
+                    "are matched by test name and scale)")
+
+
+def _key_name(key: Key) -> str:
+    name, scale = key
+    return f"{name} [{scale}]"
 
 
 def _mean(values: list[float]) -> str:
@@ -214,34 +136,80 @@ def _converged(change: CaseChange) -> str:
     return " -> ".join(f"{k}/{n}" for k, n in counts)
 
 
-def _text(comparison: Comparison, base: str | Path, new: str | Path, metric: Headline, time_threshold: float,
-          metric_threshold: float) -> str:
+def _status(change: CaseChange | ThroughputChange) -> str:
+    status = "REGRESSION: " + "; ".join(change.problems) if change.problems else "ok"
+    return status + (" (" + "; ".join(change.notes) + ")" if change.notes else "")
+
+
+def _percent(change: float | None) -> str:
+    return "-" if change is None else f"{change:+.1%}"
+
+
+def _steps(change: CaseChange) -> str:
+    """Mean steps to target, ``BASE -> NEW``, where every run on both sides reached it."""
+    sides = [change.steps_to_target(runs) for runs in (change.base, change.new)]
+    return " -> ".join(_mean(s) for s in sides) if all(sides) else "-"
+
+
+def _case_table(changes: list[CaseChange], metric: Headline) -> str:
+    with_steps = any(c.steps_change is not None for c in changes)
+    rows = []
+    for c in changes:
+        seeds = f"{len(c.base)}" if len(c.base) == len(c.new) else f"{len(c.base)} -> {len(c.new)}"
+        rows.append({
+            "case": c.name, "scale": c.scale, "seeds": seeds,
+            "train_s base": _mean(c.times(c.base)), "train_s new": _mean(c.times(c.new)),
+            "time": _percent(c.time_change),
+            f"{metric.column} base": _mean(c.metrics(c.base)), f"{metric.column} new": _mean(c.metrics(c.new)),
+            "change": "-" if c.metric_change is None else f"{c.metric_change:+.4g}",
+            **({"steps_to_target": _steps(c)} if with_steps else {}),
+            "converged": _converged(c), "status": _status(c),
+        })
+    return to_markdown(pd.DataFrame(rows), numbers=False)
+
+
+def _throughput_table(changes: list[ThroughputChange]) -> str:
+    rows = [{"case": c.name, "rounds": f"{c.base['rounds']}" if c.base["rounds"] == c.new["rounds"]
+             else f"{c.base['rounds']} -> {c.new['rounds']}",
+             "samples_per_s base": loader.whole(c.base["samples_per_s"]),
+             "samples_per_s new": loader.whole(c.new["samples_per_s"]),
+             "time": _percent(c.time_change), "status": _status(c)} for c in changes]
+    return to_markdown(pd.DataFrame(rows), numbers=False)
+
+
+def _rule_lines(metric: Headline, rules: Rules) -> list[str]:
     worse = "down" if metric.higher_is_better else "up"
-    lines = [f"BASE {base}  ->  NEW {new}",
-             f"a regression: train time up by more than {time_threshold:.1%}, {metric.column} {worse} by more than "
-             f"{metric_threshold:g}, or a case that stopped converging; with several seeds a change must also "
-             "exceed 2 x the pooled standard error"]
+    return [f"regressions: a case that stopped converging; {metric.column} {worse} by more than "
+            f"{rules.metric_threshold:g} or steps to target up by more than {rules.steps_threshold * 100:.4g}% (with "
+            "several seeds, also beyond 2 x the pooled standard error)",
+            f"slowdowns: a train time (a throughput round) {rules.time.describe()}"]
+
+
+def _unjudged_times(comparison: Comparison, rules: Rules) -> list[str]:
+    """A line saying how many cases' times could not be judged, and why: times unjudged are times unchecked."""
+    compared = comparison.compared
+    few = sum(c.time_status == TOO_FEW for c in compared)
+    busy = sum(c.time_status == BUSY for c in compared)
+    if not few and not busy:
+        return []
+    why = [f"{few} with too few runs or rounds a side (--min-time-samples)"] if few else []
+    why += [f"{busy} measured on a busy machine (--judge-busy)"] if busy else []
+    return [f"times not judged for {few + busy} of {len(compared)} cases: {'; '.join(why)}"]
+
+
+def _text(comparison: Comparison, base: str | Path, new: str | Path, metric: Headline, rules: Rules) -> str:
+    lines = [f"BASE {base}  ->  NEW {new}", *_rule_lines(metric, rules)]
     if comparison.changes:
-        rows = []
-        for c in comparison.changes:
-            seeds = f"{len(c.base)}" if len(c.base) == len(c.new) else f"{len(c.base)} -> {len(c.new)}"
-            status = "REGRESSION: " + "; ".join(c.problems) if c.problems else "ok"
-            if c.notes:
-                status += " (" + "; ".join(c.notes) + ")"
-            rows.append({
-                "case": c.name, "scale": c.scale, "seeds": seeds,
-                "train_s base": _mean(c.times(c.base)), "train_s new": _mean(c.times(c.new)),
-                "time": "-" if c.time_change is None else f"{c.time_change:+.1%}",
-                f"{metric.column} base": _mean(c.metrics(c.base)), f"{metric.column} new": _mean(c.metrics(c.new)),
-                "change": "-" if c.metric_change is None else f"{c.metric_change:+.4g}",
-                "converged": _converged(c), "status": status,
-            })
-        lines += ["", to_markdown(pd.DataFrame(rows), numbers=False)]
+        lines += ["", _case_table(comparison.changes, metric)]
+    if comparison.throughput:
+        lines += ["", "throughput cases (time: of a round, per sample):", "",
+                  _throughput_table(comparison.throughput)]
     for side, keys in (("BASE", comparison.only_base), ("NEW", comparison.only_new)):
         if keys:
             lines += ["", f"only in {side} ({len(keys)}, not compared):"]
-            lines += [one_line(f"  {name} [{scale}]") for name, scale in keys]
-    regressions = comparison.regressions
-    lines += ["", f"{len(comparison.changes)} cases compared: "
-              + (f"{len(regressions)} regression(s)" if regressions else "no regressions")]
+            lines += [one_line(f"  {_key_name(key)}") for key in keys]
+    regressions, throughput = comparison.regressions, len(comparison.throughput)
+    lines += ["", *_unjudged_times(comparison, rules),
+              f"{len(comparison.compared)} cases compared" + (f" ({throughput} throughput)" if throughput else "")
+              + ": " + (f"{len(regressions)} regression(s)" if regressions else "no regressions")]
     return "\n".join(lines)

@@ -40,13 +40,20 @@ def _is_missing(value: Any) -> bool:
     return value is None or value is pd.NA or value is pd.NaT
 
 
+def _objects(table: pd.DataFrame, values: list[Any]) -> pd.Series:
+    """A column of exactly these values: a plain list assigned to a column is converted (pandas 3 makes
+    ``[20.0, None]`` a float column, and the None a NaN that would be shown as ``nan``)."""
+    return pd.Series(values, index=table.index, dtype=object)
+
+
 def cells(table: pd.DataFrame) -> pd.DataFrame:
     """The table as plain cells (object dtype): None where a value is missing, numbers (non-finite ones
     included) and text as they are."""
     shown = table.astype(object)
     for column in table.columns:
         native_float = table[column].dtype.kind == "f"
-        shown[column] = [None if _is_missing(v) or (native_float and math.isnan(v)) else v for v in shown[column]]
+        shown[column] = _objects(shown, [None if _is_missing(v) or (native_float and math.isnan(v)) else v
+                                         for v in shown[column]])
     return shown
 
 
@@ -54,16 +61,20 @@ def _text_cells(table: pd.DataFrame, text: Any) -> pd.DataFrame:
     """Every cell with a non-number value (and every column name) passed through ``text``."""
     shown = cells(table)
     for column in shown.columns:
-        shown[column] = [v if v is None or isinstance(v, (int, float)) else text(v) for v in shown[column]]
+        shown[column] = _objects(shown, [v if v is None or isinstance(v, (int, float)) else text(v)
+                                         for v in shown[column]])
     return shown.rename(columns=lambda c: text(c))
+
+
+def _non_finite_text(value: Any) -> Any:
+    return str(value) if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _non_finite_as_text(table: pd.DataFrame) -> pd.DataFrame:
     """Missing cells as ``-`` and non-finite numbers as ``nan``/``inf`` text: HTML and LaTeX writers would
     show NaN as missing and None as ``None``."""
     for column in table.columns:
-        table[column] = [MISSING if v is None else (str(v) if isinstance(v, float) and not math.isfinite(v) else v)
-                         for v in table[column]]
+        table[column] = _objects(table, [MISSING if v is None else _non_finite_text(v) for v in table[column]])
     return table
 
 
@@ -98,5 +109,5 @@ def to_csv(table: pd.DataFrame, path: Any) -> None:
     """CSV at full precision: missing cells empty, non-finite numbers as ``nan``/``inf``."""
     shown = cells(table)
     for column in shown.columns:
-        shown[column] = [str(v) if isinstance(v, float) and not math.isfinite(v) else v for v in shown[column]]
+        shown[column] = _objects(shown, [_non_finite_text(v) for v in shown[column]])
     shown.to_csv(path, index=False)

@@ -317,19 +317,33 @@ def whole(value: float | None) -> float | int | None:
     return value if value is None or not math.isfinite(value) else round(value)
 
 
+def busy_label(machine_load: dict[str, Any] | None) -> str | None:
+    """``yes`` or ``no``: whether other work kept the machine busy during the run; ``?`` where it could not
+    tell; None (shown ``-``) for a run written before machine load was recorded."""
+    if machine_load is None:
+        return None
+    return {True: "yes", False: "no"}.get(machine_load.get("busy"), "?")
+
+
 def to_frame(records: list[dict[str, Any]], split: str) -> pd.DataFrame:
     """One row per case with the case fields and its numbers on ``split``; curves stay in the records.
 
     Every column holds plain Python values (object dtype), so that a number a run did not record (None)
     stays apart from a NaN it did record: `convbench.report.formats` shows the one as ``-``, the other as ``nan``.
+    ``energy_j`` and ``energy_to_target_j`` are columns only where some run read an energy counter, and
+    ``busy`` only where some run recorded the machine's load: a table of older results stays as narrow as
+    it was, and energy nobody measured is never shown as 0.
     """
     import pandas as pd  # here, so that the command line starts without it
 
     # results from several machines or commits: the case names say which, as the tables mix them
     mixed = identity.mixes_sources(records)
+    with_load = any(r.get("machine_load") is not None for r in records)
+    with_energy = any((r.get("energy") or {}).get("source") is not None for r in records)
     rows = []
     for r in records:
         case, final, best, timing, target = r["case"], r["final"], r["best"], r["timing"], r["target"]
+        energy = r.get("energy") or {}
         rows.append({
             "group": r["group"],
             "case": identity.case_name(r, mixed_sources=mixed),
@@ -357,6 +371,9 @@ def to_frame(records: list[dict[str, Any]], split: str) -> pd.DataFrame:
             "train_time_s": timing.get("train_s"),
             "eval_time_s": timing.get("eval_s"),
             "samples_per_s": whole(r.get("samples_per_s")),
+            **({"energy_j": energy.get("run_j"), "energy_to_target_j": energy.get("to_target_j")}
+               if with_energy else {}),
+            **({"busy": busy_label(r.get("machine_load"))} if with_load else {}),
             "source": r["source"],
             "_config": identity.config_key(r),  # internal: which runs are seeds of one configuration; never written
         })

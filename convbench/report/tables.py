@@ -2,14 +2,17 @@
 
 A group is a benchmark group, or with ``group_by`` each combination of the given case fields. Runs
 that differ only in their seed are one row: each metric is the mean over the seeds, ``<metric>_std``
-their sample standard deviation, and ``seeds`` how many runs there were. Pivot tables lay one metric
-out over two case fields (e.g. lr x batch size) per group.
+their sample standard deviation, and ``seeds`` how many runs there were. Where runs recorded it, ``busy``
+says whether other work kept the machine busy (``yes``, ``no``, ``?``: could not tell; over seeds,
+``2 yes, 1 no``), and ``energy_j`` / ``energy_to_target_j`` the energy counters' readings; tables of
+runs without them have no such columns. Pivot tables lay one metric out over two case fields (e.g. lr
+x batch size) per group.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,24 +25,31 @@ from convbench.report.identity import Headline, seedless_id
 from convbench.report.load import CASE_FIELDS, whole
 from convbench.report.names import Names
 
+#: Numbers only some results have: `convbench.report.load.to_frame` makes them columns only where a run has
+#: them (energy where a counter was read), and the tables follow it, so that they stay narrow without them.
+OPTIONAL_METRICS = ("energy_j", "energy_to_target_j")
 #: The numbers a per-group table shows; with several seeds the mean, and ``<column>_std`` their spread.
 METRIC_COLUMNS = ("final_{split}_accuracy", "best_{split}_accuracy", "final_train_loss", "final_{split}_loss",
-                  "time_to_target_s", "steps_to_target", "train_time_s", "samples_per_s")
+                  "time_to_target_s", "steps_to_target", "train_time_s", "samples_per_s", *OPTIONAL_METRICS)
 #: The numbers a pivot table can show.
 PIVOT_METRICS = (*METRIC_COLUMNS, "steps", "eval_time_s")
+#: Whether the machine was busy with other work (``yes``/``no``/``?``), where runs recorded its load.
+BUSY = "busy"
 STD_SUFFIX = "_std"
 
 
-def metric_columns(split: str) -> list[str]:
-    return [c.format(split=split) for c in METRIC_COLUMNS]
+def metric_columns(split: str, available: Collection[str]) -> list[str]:
+    """The metric columns of a table of runs with these frame columns (the optional ones where present)."""
+    columns = [c.format(split=split) for c in METRIC_COLUMNS]
+    return [c for c in columns if c not in OPTIONAL_METRICS or c in available]
 
 
-def table_columns(split: str, *, with_group: bool = False) -> list[str]:
-    """Every column of a per-group table (and of its CSV), in order."""
+def table_columns(split: str, available: Collection[str], *, with_group: bool = False) -> list[str]:
+    """Every column of a per-group table (and of its CSV), in order, for runs with these frame columns."""
     columns = ["case", *(["group"] if with_group else []), "seeds"]
-    for metric in metric_columns(split):
+    for metric in metric_columns(split, available):
         columns += [metric, metric + STD_SUFFIX]
-    return [*columns, "diverged", "outcome"]
+    return [*columns, "diverged", "outcome", *([BUSY] if BUSY in available else [])]
 
 
 # ----------------------------------------------------------------------------------- grouping
@@ -133,7 +143,7 @@ def aggregate_seeds(runs: pd.DataFrame, split: str, *, with_group: bool = False)
         row: dict[str, Any] = {"case": _case_name(seeds["case"].tolist()), "seeds": len(seeds)}
         if with_group:
             row["group"] = seeds["group"].iloc[0]
-        for metric in metric_columns(split):
+        for metric in metric_columns(split, runs.columns):
             mean, std = mean_and_spread(seeds[metric].tolist())
             if metric == "samples_per_s":
                 mean, std = whole(mean), whole(std)
@@ -141,9 +151,11 @@ def aggregate_seeds(runs: pd.DataFrame, split: str, *, with_group: bool = False)
         diverged = [bool(v) for v in seeds["diverged"]]
         row["diverged"] = diverged[0] if len(set(diverged)) == 1 else f"{sum(diverged)}/{len(diverged)}"
         row["outcome"] = _summary([plain(v) for v in seeds["outcome"]])
+        if BUSY in runs.columns:  # "yes", or "2 yes, 1 no" over the seeds ("-": not recorded)
+            row[BUSY] = _summary([plain(v) or "-" for v in seeds[BUSY]])
         rows.append(row)
     # object dtype keeps None (not recorded) apart from NaN (recorded): see convbench.report.formats
-    table = pd.DataFrame(rows, columns=table_columns(split, with_group=with_group), dtype=object)
+    table = pd.DataFrame(rows, columns=table_columns(split, runs.columns, with_group=with_group), dtype=object)
     return table.astype({"seeds": int})
 
 
@@ -190,7 +202,7 @@ def group_tables(frame: pd.DataFrame, headline: Headline, *, group_by: Sequence[
     if group_by is not None:
         group_by = check_fields(group_by, "--group-by")
     with_group = bool(group_by) and "group" not in group_by
-    valid = table_columns(headline.split, with_group=with_group)
+    valid = table_columns(headline.split, frame.columns, with_group=with_group)
     if sort is not None and sort not in valid:
         raise ConvbenchError(f"unknown --sort column {sort!r}; " + choices_hint(sort, valid))
     by, desc = (headline.column, headline.higher_is_better) if sort is None else (sort, descending)
@@ -222,10 +234,12 @@ class PivotSpec:
             raise ConvbenchError(f"--pivot needs two different fields, got {text!r}")
         return cls(names[0], names[1], metric.strip() or None)
 
-    def metric_for(self, headline: Headline) -> str:
+    def metric_for(self, headline: Headline, available: Collection[str]) -> str:
+        """The metric to lay out; one that no run has (an optional one, such as energy) is an error."""
         if self.metric is None:
             return headline.column
-        valid = [m.format(split=headline.split) for m in PIVOT_METRICS]
+        valid = [m for m in (m.format(split=headline.split) for m in PIVOT_METRICS)
+                 if m not in OPTIONAL_METRICS or m in available]
         if self.metric not in valid:
             raise ConvbenchError(f"unknown --pivot metric {self.metric!r}; " + choices_hint(self.metric, valid))
         return self.metric
@@ -247,7 +261,7 @@ class Pivot:
 def pivot_tables(frame: pd.DataFrame, headline: Headline, spec: PivotSpec,
                  group_by: Sequence[str] | None = None) -> dict[str, Pivot]:
     """Per group, the mean of one metric over the runs (seeds included) at each (row, column) value pair."""
-    metric = spec.metric_for(headline)
+    metric = spec.metric_for(headline, frame.columns)
     if group_by is not None:
         group_by = check_fields(group_by, "--group-by")
     pivots = {}
