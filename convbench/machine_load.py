@@ -185,14 +185,18 @@ def _host_cpu(on_host: list[dict[str, Any]], label: str, busy: list[str], unknow
                                "threads": sum(threads) if None not in threads else None,
                                "duration_s": None, "other_cpu_share": None,
                                "own_cpu_share": None, "cpu_share_resolution": None, "judged": False}
-    if machine is None or machine["machine_total_s"] <= 0:
+    if machine is None:
         unknown.append(f"the CPU time{label} was not read")
+        return summary
+    summary["duration_s"] = machine["duration_s"]  # the wall clock is known even when no CPU tick fell in it
+    if machine["machine_total_s"] <= 0:
+        unknown.append(f"the CPU time{label} did not advance in a {machine['duration_s']:.3f} s run")
         return summary
     total = machine["machine_total_s"]
     own = sum(r["own_cpu_s"] for r in on_host)
     other = _clamp((machine["machine_busy_s"] - own) / total)
     error = cpu_share_resolution(total, summary["cores"], sum(r["own_processes"] for r in on_host))
-    summary.update(duration_s=machine["duration_s"], other_cpu_share=other, own_cpu_share=_clamp(own / total),
+    summary.update(other_cpu_share=other, own_cpu_share=_clamp(own / total),
                    cpu_share_resolution=error)
     used = f"other processes used {other:.0%} of the {summary['cores']} cores' time{label}"
     if other + error > BUSY_CPU_SHARE >= other - error:  # a short run: ticks could tip it either way
