@@ -20,11 +20,13 @@ from convbench.case import Case
 from convbench.data import DatasetSplits, compose
 from convbench.distributed import DistContext
 from convbench.errors import CaseError
+from convbench.rank_share import RankShare
 from convbench.registry import Component, Registry
 from convbench.schedule import LRControl
 
-#: Added (times the rank) to the case's seed on every rank but 0, so that ranks draw different dropout
-#: masks and augmentations while rank 0's draws are those of a one-process run.
+#: In a multi-process run rank r reseeds torch's default generator with the case's seed plus
+#: ``RANK_SEED_STRIDE * (r + 1)`` once the model is built, so that ranks draw different dropout masks (and
+#: whatever else the model draws), none of them from the augmentation stream (see `CaseComponents._random_streams`).
 RANK_SEED_STRIDE = 1_000_003
 
 
@@ -32,6 +34,13 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def copy_of_default_generator(device: torch.device) -> torch.Generator:
+    """A new generator in the state ``device``'s default generator is in now: it draws what that would draw."""
+    generator = torch.Generator(device=device)
+    generator.set_state(torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state())
+    return generator
 
 
 @dataclass
@@ -69,8 +78,7 @@ class CaseComponents:
             from torch.nn.parallel import DistributedDataParallel
 
             model = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
-            if dist.rank:
-                seed_everything(case.seed + RANK_SEED_STRIDE * dist.rank)
+        augment = self._random_streams(data, device, dist)
         optimizer = self.optimizer.build(case.optimizer_kwargs, context={"params": model.parameters(), "lr": case.lr})
         scheduler, interval = None, "epoch"
         if self.scheduler is not None:
@@ -83,7 +91,26 @@ class CaseComponents:
             interval = self.scheduler.options["interval"]
             _check_monitor(case, scheduler, data)
         lr_control = LRControl(optimizer, scheduler, interval, case.warmup_steps, case.warmup_start_factor)
-        return Trainable(module, model, optimizer, lr_control, compose(self.augmentations))
+        return Trainable(module, model, optimizer, lr_control, augment)
+
+    def _random_streams(self, data: DatasetSplits, device: torch.device,
+                        dist: DistContext) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The augmentation, drawing from its stream; the model's draws (dropout) get theirs. Call it
+        once the model is built: augmentation draws from the seed's stream as it stands then.
+
+        One process draws both from torch's default generator, in turn, as it always has. N processes
+        give every rank a copy of that stream, from which each draws the whole global batch's
+        augmentation parameters and applies its share's rows (`convbench.data.compose`): with strong
+        scaling, each sample is then augmented alike at every world size. Each rank then reseeds the
+        default generator for the model's draws, so that ranks draw different dropout masks and none
+        replays the augmentation's numbers; those masks, unlike everything else, depend on the world size.
+        """
+        if not dist.distributed:
+            return compose(self.augmentations)
+        share = RankShare.of(self.case, data.train[0].shape[0], dist.rank, dist.world_size)
+        augment = compose(self.augmentations, copy_of_default_generator(device), share.global_batch, share.start)
+        seed_everything(self.case.seed + RANK_SEED_STRIDE * (dist.rank + 1))
+        return augment
 
 
 def _check_monitor(case: Case, scheduler: object, data: DatasetSplits) -> None:

@@ -119,16 +119,35 @@ class EpochBatches:
             yield order[i * self.batch_size:(i + 1) * self.batch_size]
 
 
-def compose(transforms: Sequence[Callable[[torch.Tensor], torch.Tensor]]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Apply batch transforms in order; the identity when there are none."""
+def compose(transforms: Sequence[Callable[[torch.Tensor], torch.Tensor]], generator: torch.Generator | None = None,
+            global_batch: int | None = None, start: int = 0) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Apply batch transforms in order; the identity when there are none.
+
+    Given ``global_batch``, the batch is one rank's rows ``[start, start + len(batch))`` of each
+    global batch of that size. A transform that splits its work, ``make_params(batch, generator)``
+    drawing a dict of per-sample tensors and ``apply(batch, params)`` applying them (every built-in
+    does), then draws the parameters of the whole global batch from ``generator`` and applies the
+    rank's rows of them: with a generator in the same state on every rank, every rank draws the same
+    parameters and each sample is augmented as one process augments it. The parameters are a few
+    numbers per image, so drawing all of them costs every rank little. ``make_params`` sees a stand-in
+    with the global batch's shape, dtype and device, never images. Any other transform is called on
+    the rank's batch and draws from torch's default generator, which differs between ranks.
+    """
     transforms = tuple(transforms)
 
-    def apply(batch: torch.Tensor) -> torch.Tensor:
+    def augment(batch: torch.Tensor) -> torch.Tensor:
+        rows = slice(start, start + batch.shape[0])
         for transform in transforms:
-            batch = transform(batch)
+            if hasattr(transform, "make_params") and hasattr(transform, "apply"):
+                whole = torch.empty((), dtype=batch.dtype, device=batch.device).expand(
+                    global_batch or batch.shape[0], *batch.shape[1:])
+                params = transform.make_params(whole, generator=generator)
+                batch = transform.apply(batch, {name: value[rows] for name, value in params.items()})
+            else:
+                batch = transform(batch)
         return batch
 
-    return apply
+    return augment
 
 
 # Loading a data set (parsing 5,000 CSV rows, or reading 60,000 images) costs far more than a quick

@@ -10,10 +10,13 @@ follows the torchvision transform it is named after (defaults, parameter ranges 
 that ``hflip``, ``affine``, ``color_jitter``, ``random_crop`` and ``random_erasing`` give, image by
 image, what torchvision's functional kernels give for the same parameters.
 
-Apart from `RandomRotation`, each transform splits its work as torchvision's v2 transforms do:
-``make_params(batch)`` draws the per-sample parameters (a dict of tensors with one entry per image)
-and ``apply(batch, params)`` applies them deterministically; calling the transform does both. Tests
-and tools can therefore see, or choose, exactly what was drawn.
+Each transform splits its work as torchvision's v2 transforms do: ``make_params(batch, generator)``
+draws the per-sample parameters (a dict of tensors, each with one row per image) and
+``apply(batch, params)`` applies them deterministically; calling the transform does both. Tests and
+tools can therefore see, or choose, exactly what was drawn, and `convbench.data.compose` can draw the
+parameters of a whole global batch on every rank and apply only the rank's rows, so that N processes
+augment each sample as one process does. ``make_params`` reads the batch's shape, dtype and device,
+never its values, and draws from ``generator`` (torch's default one when None).
 """
 
 from __future__ import annotations
@@ -32,40 +35,6 @@ Params = dict[str, Any]
 
 # ITU-R 601-2 luma weights, as in torchvision's rgb_to_grayscale
 _LUMA = (0.2989, 0.587, 0.114)
-
-
-class RandomRotation:
-    """Rotate each image of an ``(N, C, H, W)`` batch by its own angle drawn from ``degrees``."""
-
-    def __init__(self, degrees: float | tuple[float, float] = 15.0, fill: float = 0.0) -> None:
-        if isinstance(degrees, (int, float)):
-            if degrees < 0:
-                raise ValueError(f"degrees={degrees!r} must be non-negative")
-            degrees = (-float(degrees), float(degrees))
-        low, high = (float(d) for d in degrees)
-        if low > high:
-            raise ValueError(f"degrees={degrees!r}: the lower bound exceeds the upper")
-        self.low, self.high, self.fill = low, high, float(fill)
-
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        if batch.dim() != 4:
-            raise ValueError(f"rotation needs (N, C, H, W) images, got shape {tuple(batch.shape)}")
-        n, _, height, width = batch.shape
-        angles = torch.empty(n, device=batch.device).uniform_(self.low, self.high) * (math.pi / 180)
-        cos, sin = angles.cos(), angles.sin()
-        zeros = torch.zeros_like(cos)
-        # Rotation in pixel space, expressed in affine_grid's normalised [-1, 1] coordinates.
-        theta = torch.stack(
-            [torch.stack([cos, -sin * height / width, zeros], dim=1),
-             torch.stack([sin * width / height, cos, zeros], dim=1)], dim=1
-        ).to(batch.dtype)
-        grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
-        rotated = F.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        if self.fill:
-            inside = F.grid_sample(torch.ones_like(batch[:, :1]), grid, mode="bilinear",
-                                   padding_mode="zeros", align_corners=False)
-            rotated = rotated + self.fill * (1 - inside)
-        return rotated
 
 
 # ----------------------------------------------------------------------------- argument checks
@@ -139,8 +108,9 @@ def _check_batch(batch: torch.Tensor, what: str, *, floating: bool = False) -> N
         raise ValueError(f"{what} needs a floating-point batch, got {batch.dtype}")
 
 
-def _uniform(n: int, low: float, high: float, device: torch.device) -> torch.Tensor:
-    return torch.empty(n, device=device).uniform_(low, high)
+def _uniform(n: int, low: float, high: float, device: torch.device,
+             generator: torch.Generator | None) -> torch.Tensor:
+    return torch.empty(n, device=device).uniform_(low, high, generator=generator)
 
 
 def _as_samples(value: torch.Tensor) -> torch.Tensor:
@@ -155,14 +125,57 @@ class _BatchTransform:
     floating = False
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        _check_batch(batch, self.name, floating=self.floating)
         return self.apply(batch, self.make_params(batch))
 
-    def make_params(self, batch: torch.Tensor) -> Params:
+    def make_params(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> Params:
+        """Parameters for every image of ``batch`` (read for its shape, dtype and device only)."""
+        _check_batch(batch, self.name, floating=self.floating)
+        return self._draw(batch, generator)
+
+    def _draw(self, batch: torch.Tensor, generator: torch.Generator | None) -> Params:
         raise NotImplementedError
 
     def apply(self, batch: torch.Tensor, params: Params) -> torch.Tensor:
         raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------- rotation
+class RandomRotation(_BatchTransform):
+    """Rotate each image of an ``(N, C, H, W)`` batch by its own angle drawn from ``degrees``."""
+
+    name = "rotation"
+    floating = True
+
+    def __init__(self, degrees: float | tuple[float, float] = 15.0, fill: float = 0.0) -> None:
+        if isinstance(degrees, (int, float)):
+            if degrees < 0:
+                raise ValueError(f"degrees={degrees!r} must be non-negative")
+            degrees = (-float(degrees), float(degrees))
+        low, high = (float(d) for d in degrees)
+        if low > high:
+            raise ValueError(f"degrees={degrees!r}: the lower bound exceeds the upper")
+        self.low, self.high, self.fill = low, high, float(fill)
+
+    def _draw(self, batch: torch.Tensor, generator: torch.Generator | None) -> Params:
+        return {"angle": _uniform(batch.shape[0], self.low, self.high, batch.device, generator)}
+
+    def apply(self, batch: torch.Tensor, params: Params) -> torch.Tensor:
+        _, _, height, width = batch.shape
+        angles = params["angle"] * (math.pi / 180)
+        cos, sin = angles.cos(), angles.sin()
+        zeros = torch.zeros_like(cos)
+        # Rotation in pixel space, expressed in affine_grid's normalised [-1, 1] coordinates.
+        theta = torch.stack(
+            [torch.stack([cos, -sin * height / width, zeros], dim=1),
+             torch.stack([sin * width / height, cos, zeros], dim=1)], dim=1
+        ).to(batch.dtype)
+        grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
+        rotated = F.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        if self.fill:
+            inside = F.grid_sample(torch.ones_like(batch[:, :1]), grid, mode="bilinear",
+                                   padding_mode="zeros", align_corners=False)
+            rotated = rotated + self.fill * (1 - inside)
+        return rotated
 
 
 # ------------------------------------------------------------------------------------ hflip
@@ -174,8 +187,8 @@ class RandomHorizontalFlip(_BatchTransform):
     def __init__(self, p: float = 0.5) -> None:
         self.p = _probability(p)
 
-    def make_params(self, batch: torch.Tensor) -> Params:
-        return {"flip": torch.rand(batch.shape[0], device=batch.device) < self.p}
+    def _draw(self, batch: torch.Tensor, generator: torch.Generator | None) -> Params:
+        return {"flip": torch.rand(batch.shape[0], device=batch.device, generator=generator) < self.p}
 
     def apply(self, batch: torch.Tensor, params: Params) -> torch.Tensor:
         return torch.where(_as_samples(params["flip"]), batch.flip(-1), batch)
@@ -231,21 +244,21 @@ class RandomAffine(_BatchTransform):
         self.interpolation = interpolation
         self.fill = _fill_values(fill)
 
-    def make_params(self, batch: torch.Tensor) -> Params:
+    def _draw(self, batch: torch.Tensor, generator: torch.Generator | None) -> Params:
         n, _, height, width = batch.shape
         device = batch.device
         zeros = torch.zeros(n, device=device)
-        params = {"angle": _uniform(n, *self.degrees, device), "tx": zeros, "ty": zeros,
+        params = {"angle": _uniform(n, *self.degrees, device, generator), "tx": zeros, "ty": zeros,
                   "scale": torch.ones(n, device=device), "shear_x": zeros, "shear_y": zeros}
         if self.translate is not None:
             max_dx, max_dy = self.translate[0] * width, self.translate[1] * height
-            params["tx"] = _uniform(n, -max_dx, max_dx, device).round()
-            params["ty"] = _uniform(n, -max_dy, max_dy, device).round()
+            params["tx"] = _uniform(n, -max_dx, max_dx, device, generator).round()
+            params["ty"] = _uniform(n, -max_dy, max_dy, device, generator).round()
         if self.scale is not None:
-            params["scale"] = _uniform(n, *self.scale, device)
+            params["scale"] = _uniform(n, *self.scale, device, generator)
         if self.shear is not None:
-            params["shear_x"] = _uniform(n, self.shear[0], self.shear[1], device)
-            params["shear_y"] = _uniform(n, self.shear[2], self.shear[3], device)
+            params["shear_x"] = _uniform(n, self.shear[0], self.shear[1], device, generator)
+            params["shear_y"] = _uniform(n, self.shear[2], self.shear[3], device, generator)
         return params
 
     def apply(self, batch: torch.Tensor, params: Params) -> torch.Tensor:
@@ -363,12 +376,13 @@ class ColorJitter(_BatchTransform):
         self.ranges = {k: r for k, r in ranges.items() if r is not None and r != (neutral[k], neutral[k])}
         self.enabled = tuple(i for i, k in enumerate(self.ADJUSTMENTS) if k in self.ranges)
 
-    def make_params(self, batch: torch.Tensor) -> Params:
+    def _draw(self, batch: torch.Tensor, generator: torch.Generator | None) -> Params:
         n, device = batch.shape[0], batch.device
-        params: Params = {k: _uniform(n, *r, device) for k, r in self.ranges.items()}
+        params: Params = {k: _uniform(n, *r, device, generator) for k, r in self.ranges.items()}
         # each sample's own random order of the enabled adjustments, as indices into ADJUSTMENTS
         enabled = torch.tensor(self.enabled, dtype=torch.long, device=device)
-        params["order"] = enabled[torch.rand(n, len(self.enabled), device=device).argsort(dim=1)]
+        keys = torch.rand(n, len(self.enabled), device=device, generator=generator)
+        params["order"] = enabled[keys.argsort(dim=1)]
         return params
 
     def apply(self, batch: torch.Tensor, params: Params) -> torch.Tensor:
@@ -491,12 +505,13 @@ class RandomCrop(_BatchTransform):
                              f"{self.padding_mode} padding of {height}x{width} images")
         return (left, top, right, bottom), (crop_h, crop_w)
 
-    def make_params(self, batch: torch.Tensor) -> Params:
+    def _draw(self, batch: torch.Tensor, generator: torch.Generator | None) -> Params:
         n, _, height, width = batch.shape
         (left, top, right, bottom), (crop_h, crop_w) = self.geometry(height, width)
+        device = batch.device
         return {
-            "top": torch.randint(0, height + top + bottom - crop_h + 1, (n,), device=batch.device),
-            "left": torch.randint(0, width + left + right - crop_w + 1, (n,), device=batch.device),
+            "top": torch.randint(0, height + top + bottom - crop_h + 1, (n,), device=device, generator=generator),
+            "left": torch.randint(0, width + left + right - crop_w + 1, (n,), device=device, generator=generator),
         }
 
     def apply(self, batch: torch.Tensor, params: Params) -> torch.Tensor:
@@ -541,12 +556,12 @@ class RandomErasing(_BatchTransform):
         else:
             self.value = _fill_values(value, "value")
 
-    def make_params(self, batch: torch.Tensor) -> Params:
+    def _draw(self, batch: torch.Tensor, generator: torch.Generator | None) -> Params:
         n, _, height, width = batch.shape
         device = batch.device
         shape = (n, self.ATTEMPTS)
-        area = torch.empty(shape, device=device).uniform_(*self.scale) * (height * width)
-        log_ratio = torch.empty(shape, device=device).uniform_(math.log(self.ratio[0]), math.log(self.ratio[1]))
+        area = torch.empty(shape, device=device).uniform_(*self.scale, generator=generator) * (height * width)
+        log_ratio = torch.empty(shape, device=device).uniform_(*(math.log(r) for r in self.ratio), generator=generator)
         aspect = torch.exp(log_ratio)
         h = torch.sqrt(area * aspect).round().long()
         w = torch.sqrt(area / aspect).round().long()
@@ -554,11 +569,14 @@ class RandomErasing(_BatchTransform):
         first = fits.int().argmax(dim=1, keepdim=True)  # the first attempt that fits, as torchvision takes
         h, w = h.gather(1, first).squeeze(1), w.gather(1, first).squeeze(1)
         # uniform offsets in [0, height - h] and [0, width - w], as torchvision's randint
-        i = torch.minimum((torch.rand(n, device=device) * (height - h + 1)).long(), height - h).clamp(min=0)
-        j = torch.minimum((torch.rand(n, device=device) * (width - w + 1)).long(), width - w).clamp(min=0)
-        params = {"erase": (torch.rand(n, device=device) < self.p) & fits.any(dim=1), "i": i, "j": j, "h": h, "w": w}
+        def uniform01() -> torch.Tensor:
+            return torch.rand(n, device=device, generator=generator)
+
+        i = torch.minimum((uniform01() * (height - h + 1)).long(), height - h).clamp(min=0)
+        j = torch.minimum((uniform01() * (width - w + 1)).long(), width - w).clamp(min=0)
+        params = {"erase": (uniform01() < self.p) & fits.any(dim=1), "i": i, "j": j, "h": h, "w": w}
         if self.value is None:
-            params["noise"] = torch.randn(batch.shape, device=device, dtype=batch.dtype)
+            params["noise"] = torch.randn(batch.shape, device=device, dtype=batch.dtype, generator=generator)
         return params
 
     def apply(self, batch: torch.Tensor, params: Params) -> torch.Tensor:

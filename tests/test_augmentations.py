@@ -3,14 +3,16 @@
 Each image of a batch gets its own random parameters. The tests check identity settings, results
 known by hand for extreme settings, that parameters differ per sample, and, for the parameters an
 augmentation drew (``make_params``), that ``apply`` gives, image by image, what torchvision's
-functional kernels give for the same parameters. ``rotation`` draws no separate parameters: its angles
-are read back from where a rotated blob's centroid lands, and fixed angles are compared with
-torchvision's ``rotate``.
+functional kernels give for the same parameters. ``rotation``'s angles are also read back from where
+a rotated blob's centroid lands, and fixed angles are compared with torchvision's ``rotate``. Composed,
+the transforms draw a whole global batch's parameters and apply a rank's rows of them: the ranks'
+shares put together are augmented exactly as the whole batch is in one process.
 """
 
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 
 import pytest
@@ -117,11 +119,11 @@ def test_shape_dtype_and_device_are_kept(reg, name, dtype):
     assert out.device == x.device
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", (*NAMES, "rotation"))
 def test_calling_is_make_params_then_apply(reg, name):
     kwargs = {"hflip": {}, "affine": {"degrees": 30, "scale": (0.8, 1.2), "interpolation": "bilinear"},
               "color_jitter": {"brightness": 0.5, "hue": 0.2}, "random_crop": {"padding": 3},
-              "random_erasing": {"value": "random"}}[name]
+              "random_erasing": {"value": "random"}, "rotation": {"degrees": 30}}[name]
     transform = build(reg, name, **kwargs)
     x = torch.rand(16, 3, 10, 10)
     torch.manual_seed(3)
@@ -610,6 +612,87 @@ def test_composition_through_the_registry_keeps_the_shape():
         assert out.shape == x.shape and out.dtype == x.dtype
         assert not torch.equal(out, x)
         assert bool(torch.isfinite(out).all())
+
+
+# ==================================================================== global batch, rank shares
+EVERY_KIND = [("rotation", {"degrees": 10}), ("hflip", {}), ("affine", {"degrees": 5, "translate": (0.1, 0.1)}),
+              ("color_jitter", {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.05}),
+              ("random_crop", {"size": 14, "padding": 4, "padding_mode": "reflect"}),
+              ("random_erasing", {"p": 0.7, "value": "random"})]
+
+
+def every_kind(reg):
+    return [reg.get("augmentation", name).build(kwargs) for name, kwargs in EVERY_KIND]
+
+
+def seeded(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("cuts", [(0, 10), (0, 5, 10), (0, 3, 4, 10)])
+def test_rank_shares_of_a_global_batch_are_augmented_as_the_whole_batch(reg, cuts):
+    # every rank holds the same generator state and takes [start, stop) of the batch, uneven shares included
+    x = torch.rand(10, 3, 16, 16)
+    whole = compose(every_kind(reg), seeded(7))(x)
+    shares = [compose(every_kind(reg), seeded(7), 10, start)(x[start:stop]) for start, stop in itertools.pairwise(cuts)]
+    assert_equal(torch.cat(shares), whole)
+    assert whole.shape == (10, 3, 14, 14)
+
+
+def test_a_rank_share_draws_as_much_as_the_whole_batch(reg):
+    # every rank advances the shared stream alike, so the next global batch is augmented alike too
+    x = torch.rand(10, 1, 12, 12)
+    whole, share = seeded(3), seeded(3)
+    compose(every_kind(reg), whole)(x)
+    compose(every_kind(reg), share, 10, 6)(x[6:])
+    assert_equal(torch.rand(5, generator=share), torch.rand(5, generator=whole))
+
+
+def test_without_a_generator_composition_draws_what_the_calls_in_turn_draw(reg):
+    # one process: the default generator, exactly as calling each transform on the batch
+    x = torch.rand(8, 3, 16, 16)
+    torch.manual_seed(11)
+    composed = compose(every_kind(reg))(x)
+    torch.manual_seed(11)
+    expected = x
+    for transform in every_kind(reg):
+        expected = transform(expected)
+    assert_equal(composed, expected)
+
+
+def test_a_transform_without_make_params_is_called_on_the_rank_batch(reg):
+    seen = []
+    augment = compose([lambda batch: seen.append(batch.shape[0]) or batch.flip(-1)], seeded(0), 10, 4)
+    x = torch.rand(10, 1, 4, 4)
+    assert_equal(augment(x[4:7]), x[4:7].flip(-1))
+    assert seen == [3]
+
+
+def test_make_params_sees_the_global_batch_shape_and_no_images(reg):
+    class Recording:
+        def make_params(self, batch, generator=None):
+            self.shape, self.values_read = tuple(batch.shape), batch.stride()[0] == 0
+            return {"shift": torch.arange(batch.shape[0], dtype=batch.dtype)}
+
+        def apply(self, batch, params):
+            return batch + params["shift"].view(-1, 1, 1, 1)
+
+    recording = Recording()
+    out = compose([recording], seeded(0), 8, 5)(torch.zeros(3, 2, 5, 5))
+    assert recording.shape == (8, 2, 5, 5) and recording.values_read
+    assert out[:, 0, 0, 0].tolist() == [5.0, 6.0, 7.0]  # rows 5..7 of the global batch's parameters
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a GPU"))])
+def test_a_copy_of_the_default_generator_draws_what_the_default_would(device):
+    from convbench.components import copy_of_default_generator
+
+    torch.manual_seed(5)
+    torch.rand(3, device=device)  # a stream some way along, as after building a model
+    copy = copy_of_default_generator(torch.device(device))
+    from_copy = torch.empty(6, device=device).uniform_(-10, 10, generator=copy)
+    assert_equal(torch.empty(6, device=device).uniform_(-10, 10), from_copy)
 
 
 # ============================================================================== bad kwargs

@@ -99,6 +99,20 @@ def test_strong_scaling_splits_an_uneven_batch_exactly():
 
 
 @pytest.mark.slow
+def test_augmentation_is_the_same_on_one_and_two_processes_and_dropout_is_not():
+    # rotation, random crop and random noise erasing: every rank draws the global batch's parameters
+    case = SOFTMAX.replace(model="mlp", epochs=None, steps=20, batch_size=50, eval_every=10, augmentations=(
+        ("rotation", {"degrees": 20}), ("random_crop", {"padding": 2}), ("random_erasing", {"value": "random"})))
+    runs = {(dropout, world_size): launch.run_case(case.replace(model_kwargs={"dropout": dropout},
+                                                                world_size=world_size))
+            for dropout in (0.0, 0.5) for world_size in (1, 2)}
+    # each sample is augmented as in one process: only float rounding differs
+    assert runs[0.0, 2].curves["train"]["loss"] == pytest.approx(runs[0.0, 1].curves["train"]["loss"], rel=1e-3)
+    # dropout masks are drawn per rank, from streams one process never draws from: the runs differ
+    assert runs[0.5, 2].curves["train"]["loss"] != pytest.approx(runs[0.5, 1].curves["train"]["loss"], rel=1e-3)
+
+
+@pytest.mark.slow
 def test_a_user_error_in_a_worker_is_one_line_and_the_pool_survives_replacement():
     with pytest.raises(ConvbenchError, match="unknown optimizer 'adma'") as info:
         launch.run_case(SOFTMAX.replace(optimizer="adma", world_size=2))
@@ -499,6 +513,56 @@ def test_every_rank_evaluates_rank_zero_batchnorm_statistics(tmp_path):
     '''))
     rank0, rank1 = torchrun_result(script)
     assert rank0 == rank1
+
+
+@pytest.mark.slow
+def test_ranks_share_the_augmentation_stream_and_draw_dropout_from_their_own(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent('''
+        import json, types
+        import torch, torch.distributed as dist
+        import convbench
+        from convbench import Case
+        from convbench.components import copy_of_default_generator
+        from convbench.data import DatasetSplits
+        from convbench.distributed import context_from_process_group
+        from convbench.engine import PreparedRun, RunSettings
+        from convbench.registry import load_registry
+
+        def images():
+            x = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+            return DatasetSplits(train=(x, (x.mean(dim=(1, 2, 3)) > 0.5).long()), num_outputs=2)
+
+        plugin = types.ModuleType("images_plugin")
+        plugin.convbench_register_datasets = convbench.hookimpl(lambda register: register("images", images))
+        settings = RunSettings(registry=load_registry(entry_points=False, extra_plugins=[("images_plugin", plugin)]),
+                               telemetry_interval_s=None)
+
+        dist.init_process_group("gloo")
+        case = Case(model="mlp", model_kwargs={"dropout": 0.5}, dataset="images", optimizer="sgd", lr=0.1,
+                    batch_size=10, steps=1, world_size=2,
+                    augmentations=(("rotation", {"degrees": 30}), ("random_erasing", {"value": "random"})))
+        run = PreparedRun(case, settings, context_from_process_group())
+        share, x = run.share, run.data.train[0][:10]
+        mine = run.augment(x[share.start:share.stop])
+        dropout_draws = torch.rand(4)  # what the model's dropout draws from on this rank
+        ranks = [None, None]
+        dist.all_gather_object(ranks, {"augmented": mine.tolist(), "dropout_draws": dropout_draws.tolist()})
+        if dist.get_rank() == 0:
+            alone = PreparedRun(case.replace(world_size=1), settings)
+            stream = copy_of_default_generator(torch.device("cpu"))  # where augmentation starts drawing
+            one = {"stream_start": torch.rand(4, generator=stream).tolist(), "augmented": alone.augment(x).tolist()}
+            print("RESULT " + json.dumps({"ranks": ranks, "one": one}))
+        dist.destroy_process_group()
+    '''))
+    result = torchrun_result(script)
+    rank0, rank1 = result["ranks"]
+    one = result["one"]
+    # the ranks' shares, put together, are augmented exactly as one process augments the whole batch
+    torch.testing.assert_close(torch.tensor(rank0["augmented"] + rank1["augmented"]), torch.tensor(one["augmented"]))
+    # while each rank's dropout stream is its own, and neither replays the augmentation stream's numbers
+    draws = [rank0["dropout_draws"], rank1["dropout_draws"], one["stream_start"]]
+    assert len({tuple(d) for d in draws}) == 3
 
 
 @pytest.mark.slow
