@@ -658,3 +658,17 @@ def test_the_readme_figure_example_is_drawn(suite: Suite, tmp_path: Path, monkey
     assert bars == {name: max(r["final"]["test_accuracy"] for r in runs if r["case"]["optimizer"] == name)
                     for name in ("sgd", "adam")}
     assert fig.axes[0].get_ylabel().startswith("final test accuracy")
+
+
+def test_legends_name_runs_measured_on_a_busy_machine():
+    from convbench.report.figures.style import set_label
+
+    def run(seed: int, busy: bool | None, diverged: bool = False) -> dict:
+        return {"case_id": f"softmax-sgd-lr0.1-bs100-seed{seed}", "diverged": diverged,
+                "case": {"seed": seed, "label": None}, "machine_load": {"busy": busy}}
+
+    assert set_label([run(0, True)]).endswith("(busy machine)")
+    assert "busy" not in set_label([run(0, False)]) and "busy" not in set_label([run(0, None)])
+    assert set_label([run(0, True), run(1, False), run(2, True, diverged=True)]).endswith(
+        "(mean of 3 seeds) (1 diverged) (2 busy machine)")
+    assert "busy" not in set_label([{**run(0, None), "machine_load": None}])  # results from before it was recorded

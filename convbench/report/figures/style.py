@@ -27,13 +27,15 @@ def number(value: Any) -> float:
 
 def set_label(runs: list[Record]) -> str:
     """The legend entry of a configuration: its case id (without the seed when it has several), the seed
-    count, and how many seeds diverged."""
+    count, how many seeds diverged, and how many were measured on a busy machine (their times, and the
+    curves drawn against time, are not to be trusted like the others)."""
     name = configuration_name(runs)
     if len(runs) > 1:
         name += f" (mean of {len(runs)} seeds)"
-    diverged = sum(bool(r["diverged"]) for r in runs)
-    if diverged:
-        name += " (diverged)" if len(runs) == 1 else f" ({diverged} diverged)"
+    for flag, count in (("diverged", sum(bool(r["diverged"]) for r in runs)),
+                        ("busy machine", sum(bool((r.get("machine_load") or {}).get("busy")) for r in runs))):
+        if count:
+            name += f" ({flag})" if len(runs) == 1 else f" ({count} {flag})"
     return name
 
 
