@@ -60,8 +60,12 @@ def test_one_two_and_four_processes_give_the_same_run():
         assert result.world_size == world_size
         assert (result.steps, result.samples) == (one.steps, one.samples)  # strong scaling: same global batches
         # averaging the ranks' gradients of a split batch is the batch's gradient: only float rounding differs
-        assert result.final["test_accuracy"] == pytest.approx(one.final["test_accuracy"], abs=0.005)
-        assert result.curves["train"]["loss"] == pytest.approx(one.curves["train"]["loss"], rel=1e-3)
+        # (the message shows both runs whole: a mismatch seen once under load is not yet explained)
+        seen = (f"world size {world_size}: stop {result.stop_reason}, losses {result.curves['train']['loss']}, "
+                f"evals {result.curves['eval']}; one process: losses {one.curves['train']['loss']}, "
+                f"evals {one.curves['eval']}")
+        assert result.final["test_accuracy"] == pytest.approx(one.final["test_accuracy"], abs=0.005), seen
+        assert result.curves["train"]["loss"] == pytest.approx(one.curves["train"]["loss"], rel=1e-3), seen
         assert result.timing.startup_s > 0 and result.timing.process_group_init_s > 0
         assert result.timing.pool_reused is False
         # on CPUs the first rank of each machine samples it; rank 0 gathers every rank's telemetry
