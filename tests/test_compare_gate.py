@@ -228,6 +228,18 @@ def test_throughput_slowdown_is_a_regression(tmp_path: Path, capsys: pytest.Capt
     assert "1 cases compared (1 throughput): 1 regression(s)" in out
 
 
+def test_throughput_rounds_on_a_busy_machine_are_not_judged(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    before, after = [0.50, 0.52, 0.49, 0.51, 0.50], [0.80, 0.78, 0.82, 0.79, 0.81]  # a clear slowdown ...
+    busy = rounds(after)
+    busy["extra_info"]["convbench_throughput"]["machine_load"] = {"busy": True, "reason": "others used 80%"}
+    code, out, _ = gate(capsys, tmp_path, [rounds(before)], [busy])
+    assert code == 0  # ... measured while other work kept the machine busy: noted, not judged
+    assert "not judged: busy machine in NEW" in compared(out)[SPEED]["status"]
+    code, out, _ = gate(capsys, tmp_path, [rounds(before)], [busy], "--judge-busy")
+    assert code == 1
+
+
 def test_throughput_noise_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before, after = [0.50, 0.70, 0.45, 0.60, 0.52], [0.62, 0.48, 0.75, 0.58, 0.66]
     assert change(before, after) > 0.10 and welch_p(before, after) > 0.01

@@ -64,6 +64,7 @@ def test_one_two_and_four_processes_give_the_same_run():
         seen = (f"world size {world_size}: stop {result.stop_reason}, losses {result.curves['train']['loss']}, "
                 f"evals {result.curves['eval']}; one process: losses {one.curves['train']['loss']}, "
                 f"evals {one.curves['eval']}")
+        assert result.stop_reason == one.stop_reason == "budget" and not result.diverged, seen
         assert result.final["test_accuracy"] == pytest.approx(one.final["test_accuracy"], abs=0.005), seen
         assert result.curves["train"]["loss"] == pytest.approx(one.curves["train"]["loss"], rel=1e-3), seen
         assert result.timing.startup_s > 0 and result.timing.process_group_init_s > 0

@@ -303,3 +303,22 @@ def test_sessions_appending_to_one_file_at_once_never_interleave(tmp_path):
     records = [json.loads(line) for line in lines[:-1]]  # every line whole: none empty, none glued
     assert sorted((r["writer"], r["index"]) for r in records) == [(w, i) for w in writers for i in range(lines_each)]
     assert all(r["padding"] == r["writer"] * 300_000 for r in records)
+
+
+def test_a_file_of_cases_that_all_failed_before_training_is_read_and_compares_as_regressions(results, tmp_path,
+                                                                                              capsys):
+    """Every case of NEW failing before training (a typo in a shared setting) is the worst regression, not an
+    unreadable file."""
+    base = write(tmp_path / "base.jsonl", good_lines(results))
+    failed_lines = []
+    for result in results:
+        line = entry(result)
+        line["extra_info"]["convbench"] = {"case_id": result.case_id, "scale": result.scale, "outcome": "failed",
+                                           "error": "unknown optimizer 'sdg'", "group": "test_blobs"}
+        failed_lines.append(encoded(line))
+    new = write(tmp_path / "new.jsonl", failed_lines)
+    loaded = load(new)
+    assert len(loaded.failed) == len(results) and not loaded.records
+    assert main(["compare", str(base), str(new)]) == 1
+    out = capsys.readouterr().out
+    assert out.count("stopped converging (failed before training)") == len(results), out

@@ -88,7 +88,7 @@ def load(path: str | Path) -> LoadedFile:
             problem = one_line(f"{_entry_name(entry, where)}: {exc}")
             loaded.rejected.append(f"{path}: {problem}; left out")
             first_problem = first_problem or problem
-    if not loaded.records and not loaded.throughput:
+    if not loaded.records and not loaded.throughput and not loaded.failed:  # failures are results for compare
         why = [f"{len(loaded.rejected)} left out, the first: {first_problem}"] if first_problem else []
         why += [skipped] if skipped else []
         raise ReportInputError(f"{path}: no convbench results among {len(entries)} entries "

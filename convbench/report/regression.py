@@ -214,7 +214,9 @@ def round_samples(entry: Record) -> TimeSamples:
     """A throughput result's rounds (``std`` where the result kept it; older ones have mean, min, max)."""
     rounds = entry["round_s"]
     std = rounds.get("std") if entry["rounds"] > 1 else None
-    return TimeSamples(rounds["mean"], entry["rounds"], std, rounds["min"], rounds["max"], unit="round")
+    # the rounds share one load reading: a busy machine makes every round a busy sample
+    busy = entry["rounds"] if (entry.get("machine_load") or {}).get("busy") is True else 0
+    return TimeSamples(rounds["mean"], entry["rounds"], std, rounds["min"], rounds["max"], busy=busy, unit="round")
 
 
 def compare_throughput(change: ThroughputChange, rule: TimeRule) -> ThroughputChange:
