@@ -146,7 +146,9 @@ class _OnWorkerPool(PreparedCase):
         super().__init__(case)
         self._settings = settings
         self._timeout_s = timeout_s
-        self._pool: WorkerPool = pool_for(case.world_size, resolve_device(case.device))
+        device = resolve_device(case.device)
+        pool_for(case.world_size, device).release_held(timeout_s)  # may retire it: a case left state behind
+        self._pool: WorkerPool = pool_for(case.world_size, device)
         self._lease: Lease = self._pool.prepare(case, settings, timeout_s)
         self.startup_s = self._lease.startup_s
 

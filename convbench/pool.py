@@ -271,6 +271,16 @@ class WorkerPool:
             self._held = None
             self.request(Request(RequestKind.RELEASE), lease.case_id, timeout_s)
 
+    def release_held(self, timeout_s: float) -> None:
+        """Let the workers drop whatever case they hold, before another is prepared in its place.
+
+        Releasing it puts back the global state it changed, and retires the pool where that cannot be
+        done (see `request`); superseding it by a PREPARE alone would train the next case on workers
+        still holding that state.
+        """
+        if self._held is not None:
+            self.release(self._held, timeout_s)
+
     def _check(self, lease: Lease) -> None:
         if not self.holds(lease):
             raise ConvbenchError(f"case {lease.case_id!r} is no longer prepared on the {self.world_size}-process "

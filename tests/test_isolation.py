@@ -12,6 +12,7 @@ import torch
 from convbench import isolation, launch
 from convbench.case import Case
 from convbench.data import clear_cache
+from convbench.errors import ConvbenchError
 from convbench.isolation import IsolationWarning
 from convbench.registry import reset_registry
 
@@ -51,12 +52,15 @@ class Polluter(nn.Module):
     It pollutes that late so that it finishes its own run: only the cases after it can be harmed.
     """
 
-    def __init__(self, input_shape, num_outputs, pollution="forward_hook", evaluations=3):
+    def __init__(self, input_shape, num_outputs, pollution="forward_hook", evaluations=3, at_build=False):
         super().__init__()
         self.linear = nn.Linear(int(torch.tensor(input_shape).prod()), num_outputs)
         self.pollutions = pollution.split(",")
         self.evaluations = evaluations
         self.evaluated = 0
+        if at_build:  # while the case is prepared: it pollutes even if it never runs
+            for pollution in self.pollutions:
+                POLLUTIONS[pollution]()
 
     def forward(self, x):
         return self.linear(x.flatten(1))
@@ -196,3 +200,18 @@ def test_a_polluting_case_on_the_worker_pool_changes_no_later_case(polluters):
     fresh = launch.run_case(clean)
     assert not fresh.timing.pool_reused
     assert same_run(before, fresh)
+
+
+@pytest.mark.slow
+def test_a_case_superseded_before_it_ran_leaves_no_state_to_the_next(polluters):
+    clean = CLEAN.replace(world_size=2)
+    before = launch.run_case(clean)
+    polluting = launch.prepare(clean.replace(model="polluter",
+                                             model_kwargs={"pollution": "inference_mode", "at_build": True}))
+    # the next case takes the polluting case's place on the pool without it ever running
+    with pytest.warns(IsolationWarning, match=r"cannot put back \(inference mode\); the next case starts new workers"):
+        after = launch.run_case(clean)
+    assert not after.timing.pool_reused and same_run(before, after)
+    with pytest.raises(ConvbenchError, match="no longer prepared"):
+        polluting.run()
+    polluting.close()
