@@ -25,7 +25,7 @@ import torch
 from convbench import energy, machine_load
 from convbench.distributed import DistContext
 from convbench.result import Energy, MachineLoad
-from convbench.telemetry import NvmlDevice, one_line
+from convbench.telemetry import NvmlDevice
 
 
 class RunTelemetry:
@@ -69,10 +69,7 @@ class RunTelemetry:
 
                 self._sampler = make_sampler(self.device, self.interval).start()
             if is_gpu:
-                try:
-                    self._gpu = NvmlDevice.open(self.device, nvml=self._nvml)
-                except Exception as exc:  # no NVML: no GPU energy or processes, training goes on
-                    self._gpu_reason = str(exc) or one_line(exc)
+                self._gpu, self._gpu_reason = NvmlDevice.open_or_why_not(self.device, nvml=self._nvml)
             self._load = machine_load.LoadMeter(whole_machine=self._first_on_machine, gpu=self._gpu,
                                                 gpu_reason=self._gpu_reason, gpu_label=str(self.device)).start()
             if is_gpu or self._first_on_machine:

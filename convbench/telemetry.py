@@ -494,6 +494,16 @@ class NvmlDevice:
             raise ConvbenchError(opened)
         return opened
 
+    @classmethod
+    def open_or_why_not(cls, device: torch.device | str, *,
+                        nvml: ModuleType | Any | None = None) -> tuple[NvmlDevice | None, str | None]:
+        """(the GPU, None), or (None, why NVML cannot read it): without NVML a run still trains, its GPU's
+        energy and other processes are then unknown, and the result says why."""
+        try:
+            return cls.open(device, nvml=nvml), None
+        except Exception as exc:
+            return None, str(exc) or one_line(exc)
+
     @property
     def label(self) -> str:
         return f"GPU {self.index}"

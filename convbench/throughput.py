@@ -24,7 +24,7 @@ from convbench import machine_load
 from convbench.device import resolve_device
 from convbench.distributed import context_from_process_group, launched_by_torchrun
 from convbench.result import MachineLoad, RoundTimes, ThroughputResult
-from convbench.telemetry import NvmlDevice, one_line
+from convbench.telemetry import NvmlDevice
 
 if TYPE_CHECKING:
     from convbench.case import Case
@@ -75,10 +75,7 @@ class RoundsLoad:
         gpu_reason = None
         if device.type == "cuda":
             if in_this_process:
-                try:
-                    self._gpu = NvmlDevice.open(device, nvml=self._nvml)
-                except Exception as exc:  # no NVML: the GPU's processes are unknown, the rounds go on
-                    gpu_reason = str(exc) or one_line(exc)
+                self._gpu, gpu_reason = NvmlDevice.open_or_why_not(device, nvml=self._nvml)
             else:
                 gpu_reason = "a worker pool's GPUs are not checked from the session's process"
         first_on_machine = context_from_process_group().local_rank == 0 if self._torchrun else True
