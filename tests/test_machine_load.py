@@ -196,7 +196,8 @@ BLOBS = Case(model="softmax", dataset="blobs", optimizer="sgd", lr=0.1, batch_si
 
 
 def test_a_real_run_records_the_machine_load_even_with_sampling_off(registry):
-    result = run_in_this_process(BLOBS, RunSettings(registry=registry, telemetry_interval_s=None))
+    # long enough (a few tenths of a second) for this process's CPU time to advance by whole 10 ms ticks
+    result = run_in_this_process(BLOBS.replace(epochs=60), RunSettings(registry=registry, telemetry_interval_s=None))
     load = result.machine_load
     assert result.telemetry is None and load is not None
     (host,) = load.hosts
