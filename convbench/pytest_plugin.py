@@ -349,6 +349,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             record["error"] = report.longrepr.reprcrash.message if hasattr(report.longrepr, "reprcrash") \
                 else str(report.longrepr).strip().splitlines()[-1]
         _append_result(item, pending)
+        item.config.stash.setdefault(_FINISHED, []).append(pending)
     return report
 
 
@@ -449,7 +450,27 @@ def _note_lost_line(item: pytest.Item, path: Path, exc: OSError) -> None:
                           f"the session goes on{kept}")
 
 
+_FINISHED = pytest.StashKey[list]()
+
+
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """convbench's summary after pytest-benchmark's tables: per group the best case, the diverged, stalled
+    and failed ones and the target (`convbench.session_summary`), then where the results went."""
+    finished = config.stash.get(_FINISHED, [])
+    if finished and not _secondary_rank():
+        from convbench.session_summary import summary
+
+        terminalreporter.section("convbench summary")
+        for line in summary([r.fields for r in finished if r.key == "convbench"],
+                            [r.fields for r in finished if r.key != "convbench"]):
+            terminalreporter.write_line(line)
+        written = [(what, path) for what, path in (("results file", results_path(config)),
+                                                   ("benchmark JSON", config.getoption("benchmark_json", None)))
+                   if path is not None]
+        for what, path in written:
+            terminalreporter.write_line(f"{what}: {path}")
+        if written:
+            terminalreporter.write_line(f"tables and figures: convbench report {written[-1][1]}")
     lost = config.stash.get(_LOST, [])
     if lost:
         cases = f"{len(lost)} finished case{'s are' if len(lost) > 1 else ' is'}"
