@@ -21,6 +21,13 @@ import pytest
 
 from convbench.errors import CaseError, choices_hint
 
+
+def __tracebackhide__(excinfo: pytest.ExceptionInfo[BaseException]) -> bool:
+    """pytest hides this module's frames (the dataclass's generated ``__init__`` included) from a
+    `CaseError`'s traceback: an invalid case in a suite is reported at the suite's line that declares
+    it, with the one-line message, not through the validation code. Other errors keep every frame."""
+    return excinfo.errisinstance(CaseError)
+
 SCALES: tuple[str, ...] = ("quick", "full")
 DEFAULT_SCALE = "quick"
 TARGET_SPLITS: tuple[str, ...] = ("auto", "train", "val", "test")
