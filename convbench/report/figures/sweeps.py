@@ -120,21 +120,53 @@ def heatmap_figure(group: str, records: list[Record], split: str) -> Figure:
     return fig
 
 
+def lr_families(records: list[Record]) -> list[set[float]]:
+    """The learning rates of each family of cases that differ only in their learning rate (and seed)."""
+    families: dict[str, set[float]] = {}
+    for record in records:
+        key = json.dumps({k: v for k, v in flat_case(record).items() if k != "lr"}, sort_keys=True)
+        families.setdefault(key, set()).add(float(record["case"]["lr"]))
+    return list(families.values())
+
+
+def is_grid(records: list[Record]) -> bool:
+    """Whether the runs differ in exactly two case fields, and vary each with the other held: some value of
+    each field is run with two or more values of the other (not only a diagonal, where the two fields
+    change together and a cell's colour cannot say which of them made it)."""
+    fields = varied_fields(records)
+    if len(fields) != 2:
+        return False
+    pairs = {tuple(flat_case(r).get(f) for f in fields) for r in records}
+    crosses = [{}, {}]
+    for first, second in pairs:
+        crosses[0].setdefault(first, set()).add(second)
+        crosses[1].setdefault(second, set()).add(first)
+    return all(any(len(others) >= 2 for others in cross.values()) for cross in crosses)
+
+
 class LrFigure(FigureKind):
-    """The headline metric against learning rate; for groups with two or more learning rates."""
+    """The headline metric against learning rate; for groups where some cases differ only in their learning
+    rate, over two or more rates (a line is such a family)."""
+
+    default = True
+    needs = "cases that differ only in their learning rate, over 2 or more rates"
 
     def applies(self, records: list[Record], options: FigureOptions) -> bool:
-        return len({r["case"]["lr"] for r in records}) >= 2
+        return any(len(rates) >= 2 for rates in lr_families(records))
 
     def draw(self, group: str | None, records: list[Record], options: FigureOptions) -> Figure:
         return lr_figure(str(group), records, metric_split(records))
 
 
 class HeatmapFigure(FigureKind):
-    """The mean headline metric over the grid of a group whose cases differ in exactly two case fields."""
+    """The mean headline metric over the grid of a group whose cases differ in exactly two case fields,
+    each varied with the other held (not only along a diagonal)."""
+
+    default = True
+    needs = "cases that differ in exactly two case fields, each run at 2 or more values of the other"
 
     def applies(self, records: list[Record], options: FigureOptions) -> bool:
-        return len(varied_fields(records)) == 2
+        return is_grid(records)
 
     def draw(self, group: str | None, records: list[Record], options: FigureOptions) -> Figure:
         return heatmap_figure(str(group), records, metric_split(records))
