@@ -26,7 +26,7 @@ from convbench.report.figures.params import ParamsFigure
 from convbench.report.figures.scaling import ScalingFigure, drawn_speedups, left_out_notes, scaling_table
 from convbench.report.figures.seeds import SeedsFigure, seeds_figure
 from convbench.report.figures.style import set_label
-from convbench.report.figures.sweeps import HeatmapFigure, LrFigure
+from convbench.report.figures.sweeps import HeatmapFigure, LrFigure, heatmap_figure
 from convbench.report.figures.targets import ProfileFigure, TargetFigure
 from convbench.report.figures.utilisation import UtilisationFigure
 from convbench.report.figures.writer import figure_kinds, write_figures
@@ -94,14 +94,43 @@ def test_lr_applies_only_to_cases_that_differ_only_in_lr() -> None:
     assert not LrFigure().applies(seeds_only, OPTIONS)
 
 
-def test_heatmap_applies_to_a_grid_not_to_a_diagonal_or_three_fields() -> None:
+def test_heatmap_applies_to_a_grid_not_to_a_diagonal() -> None:
     diagonal = [run(lr=0.1, batch_size=32), run(lr=0.2, batch_size=64)]  # two fields, changed together
     assert not HeatmapFigure().applies(diagonal, OPTIONS)
     grid = [run(lr=lr, batch_size=bs) for lr in (0.1, 0.2) for bs in (32, 64)]
     assert HeatmapFigure().applies(grid, OPTIONS)
     assert HeatmapFigure().applies(grid[:3], OPTIONS)  # one cell missing: still a grid
     cube = [run(lr=lr, batch_size=bs, optimizer=o) for lr in (0.1, 0.2) for bs in (32, 64) for o in ("sgd", "adam")]
-    assert not HeatmapFigure().applies(cube, OPTIONS)
+    assert HeatmapFigure().applies(cube, OPTIONS)  # one grid per optimizer
+    diagonals = [run(lr=0.1 * k, batch_size=32 * k, optimizer=o) for k in (1, 2) for o in ("sgd", "adam")]
+    assert not HeatmapFigure().applies(diagonals, OPTIONS)  # three fields, but no panel is a grid
+    four = [run(lr=lr, batch_size=bs, optimizer=o, model=m) for lr in (0.1, 0.2) for bs in (32, 64)
+            for o in ("sgd", "adam") for m in ("softmax", "mlp")]
+    assert not HeatmapFigure().applies(four, OPTIONS)
+
+
+def test_a_three_field_sweep_is_one_heatmap_per_value_of_the_shortest_field() -> None:
+    def final(optimizer: str, lr: float, bs: int, seed: int) -> float:
+        return round((0.5 if optimizer == "sgd" else 0.6) + lr - bs / 1000 + seed / 100, 6)
+
+    runs = [run(optimizer=o, lr=lr, batch_size=bs, seed=seed, accuracy=[0.1, 0.2, 0.3, final(o, lr, bs, seed)])
+            for o in ("sgd", "adam") for lr in (0.1, 0.2, 0.3) for bs in (32, 64) for seed in (0, 1)]
+    fig = heatmap_figure("g", runs, "test")
+    *panels, colour_bar = fig.axes
+    assert [ax.get_title() for ax in panels] == ["optimizer = adam", "optimizer = sgd"]
+    assert fig._suptitle.get_text() == "g: final test accuracy"
+    assert "final test accuracy" in colour_bar.get_ylabel()
+    assert [t.get_text() for t in panels[0].get_yticklabels()] == ["0.1", "0.2", "0.3"]  # shared by both
+    assert panels[1].get_shared_y_axes().joined(panels[0], panels[1])
+    for ax, optimizer in zip(panels, ("adam", "sgd"), strict=True):
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["32", "64"]
+        assert ax.get_xlabel() == "batch_size"
+        grid = np.asarray(ax.images[0].get_array())
+        for i, lr in enumerate((0.1, 0.2, 0.3)):
+            for j, bs in enumerate((32, 64)):
+                assert grid[i, j] == pytest.approx(np.mean([final(optimizer, lr, bs, s) for s in (0, 1)]))
+    assert panels[0].images[0].get_clim() == panels[1].images[0].get_clim()  # one colour scale for both
+    assert panels[0].get_ylabel() == "lr"
 
 
 def test_params_applies_to_trajectories_of_two_or_more_points() -> None:
