@@ -230,8 +230,8 @@ def test_a_kind_asked_for_by_name_that_applies_nowhere_says_so_in_one_line(tmp_p
     names = drawn(study_runs(), tmp_path / "named", FigureOptions(kinds=("loss", "heatmap", "scaling")), notes)
     assert {n.rsplit("-", 1)[1] for n in names} == {"loss.png"}
     assert notes == [
-        "--figures heatmap: drawn for no group; it needs cases that differ in exactly two case fields, each run "
-        "at 2 or more values of the other",
+        "--figures heatmap: drawn for no group; it needs cases that differ in two case fields (a third makes "
+        "panels), each run at 2 or more values of the other",
         "--figures scaling: not drawn; it needs a case run on world size 1 and on a larger world size"]
     notes.clear()
     drawn(study_runs(), tmp_path / "all", FigureOptions.parse("all", available=list(figure_kinds())), notes)
