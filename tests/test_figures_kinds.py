@@ -35,6 +35,15 @@ OPTIONS = FigureOptions()
 STEPS = [0, 10, 20, 30]
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """The figures a test draws and reads back, closed after it (the report closes the ones it saves)."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
 def run(group: str = "g", *, lr: float = 0.1, optimizer: str = "sgd", batch_size: int = 100, seed: int = 0,
         model: str = "softmax", model_kwargs: dict[str, Any] | None = None, world_size: int = 1,
         accuracy: list[float | None] | None = None, train_accuracy: list[float | None] | None = None,
