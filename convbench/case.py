@@ -100,6 +100,11 @@ class Case:
         if isinstance(self.lr, int) and not isinstance(self.lr, bool):
             set_(self, "lr", float(self.lr))
         self._validate()
+        for scale in self.scales:  # a scale's overrides are checked now, not when a run at that scale starts
+            try:
+                dataclasses.replace(self, scales={}, **self._scale_overrides(scale))
+            except CaseError as exc:
+                raise CaseError(f"at scale {scale!r}: {exc}") from None
 
     def _validate(self) -> None:
         for name in ("model", "optimizer", "dataset"):
@@ -177,6 +182,9 @@ class Case:
         """This case with the overrides of scale profile ``scale`` applied."""
         if scale not in SCALES:
             raise CaseError(f"unknown scale {scale!r}; " + choices_hint(scale, SCALES))
+        return dataclasses.replace(self, **self._scale_overrides(scale))
+
+    def _scale_overrides(self, scale: str) -> dict[str, Any]:
         overrides = dict(self.scales.get(scale, {}))
         if self.label is None:
             overrides["label"] = self.id  # a case keeps its pytest id at every scale
@@ -184,7 +192,7 @@ class Case:
             overrides["epochs"] = None
         if "epochs" in overrides and "steps" not in overrides:
             overrides["steps"] = None
-        return dataclasses.replace(self, **overrides)
+        return overrides
 
     def replace(self, **changes: Any) -> Case:
         return dataclasses.replace(self, **changes)

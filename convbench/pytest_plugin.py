@@ -22,12 +22,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import pytest
 
 from convbench import __version__, results_file
-from convbench.case import DEFAULT_SCALE, SCALES
+from convbench.case import DEFAULT_SCALE, SCALES, Case
 from convbench.errors import ConvbenchError
 from convbench.result import RECORD_SCHEMA
 
 if TYPE_CHECKING:
-    from convbench.case import Case
     from convbench.engine import Progress, RunSettings
     from convbench.result import RunResult
 
@@ -373,8 +372,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     convbench is installed loads this plugin, and one without cases must not create the file.
     """
     config = session.config
+    if config.option.collectonly:
+        _check_collected_cases(session)
+        return
     path = results_path(config)
-    if path is None or _secondary_rank() or config.option.collectonly:
+    if path is None or _secondary_rank():
         return
     if not any({"convergence", "throughput"} & set(getattr(item, "fixturenames", ())) for item in session.items):
         return
@@ -383,6 +385,29 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     except OSError as exc:
         raise pytest.UsageError(f"--convbench-results={config.getoption('convbench_results')!r}: cannot append "
                                 f"to {path}: {exc.strerror or exc}") from None
+
+
+def _check_collected_cases(session: pytest.Session) -> None:
+    """``--collect-only`` validates every collected case at the session's scale, without data: its fields
+    (`Case.at_scale`), its component names and their keyword arguments, so that a suite's full scale can
+    be checked on a machine that cannot train it. A run does the same checks per case, failing that case."""
+    cases = [(item, value) for item in session.items
+             for value in getattr(getattr(item, "callspec", None), "params", {}).values() if isinstance(value, Case)]
+    if not cases:
+        return
+    from convbench.components import check_components
+    from convbench.registry import get_registry
+
+    registry, scale = get_registry(), session.config.getoption("convbench_scale")
+    problems = []
+    for item, case in cases:
+        try:
+            check_components(case.at_scale(scale), registry)
+        except ConvbenchError as exc:
+            problems.append(f"{item.nodeid}: {exc}")
+    if problems:
+        raise pytest.UsageError(f"{len(problems)} of {len(cases)} collected cases are invalid at scale {scale!r}:\n"
+                                + "\n".join(problems))
 
 
 def _append_result(item: pytest.Item, record: _CaseRecord) -> None:
