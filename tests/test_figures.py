@@ -678,3 +678,15 @@ def test_legends_name_runs_measured_on_a_busy_machine():
     assert set_label([run(0, True), run(1, False), run(2, True, diverged=True)]).endswith(
         "(mean of 3 seeds) (1 diverged) (2 busy machine)")
     assert "busy" not in set_label([{**run(0, None), "machine_load": None}])  # results from before it was recorded
+
+
+def test_a_stalled_run_is_named_in_the_legend_and_its_curve_ends_in_a_cross(suite: Suite) -> None:
+    runs = suite.group("test_optimizers")
+    assert [r["case_id"] for r in runs if r["stalled"]] == ["softmax-sgd-lr1e-3-bs100"]  # sgd at lr 1e-3
+    for metric in ("loss", "accuracy"):
+        ax = curve_figure("test_optimizers", runs, metric, "test").axes[0]
+        lines = {line.get_label(): line for line in data_lines(ax)}
+        assert "softmax-sgd-lr1e-3-bs100 (stalled)" in lines
+        assert not any("stalled" in label for label in lines if "lr1e-3" not in label or "adam" in label)
+        (cross,) = [line for line in ax.lines if line.get_marker() == "x"]
+        assert cross.get_xydata().tolist() == [lines["softmax-sgd-lr1e-3-bs100 (stalled)"].get_xydata()[-1].tolist()]
