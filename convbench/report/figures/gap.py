@@ -64,8 +64,9 @@ def gap_figure(group: str, records: list[Record]) -> Figure:
     mean_gaps = np.array([g.mean() for g in gaps])
     errors = np.array([[m - g.min() for m, g in zip(mean_gaps, gaps, strict=True)],
                        [g.max() - m for m, g in zip(mean_gaps, gaps, strict=True)]])
+    seeded = any(len(g) > 1 for g in gaps)
     gap_ax.barh(positions, mean_gaps, height=0.5, color=np.where(mean_gaps >= 0, "tab:red", "tab:green"),
-                xerr=errors if any(len(g) > 1 for g in gaps) else None, capsize=3)
+                xerr=errors if seeded else None, capsize=3)
     for y, value, seeds in zip(positions, mean_gaps, gaps, strict=True):  # written beyond the bar's min-max
         end = max(value, seeds.max()) if value >= 0 else min(value, seeds.min())
         gap_ax.annotate(f"{value:+.3f}", (end, y), xytext=(5 if value >= 0 else -5, 0), textcoords="offset points",
@@ -73,7 +74,7 @@ def gap_figure(group: str, records: list[Record]) -> Figure:
     gap_ax.axvline(0, color="black", linewidth=0.8)
     low, high = gap_ax.get_xlim()
     gap_ax.set_xlim(min(low, 0) - 0.3 * (high - low), max(high, 0) + 0.3 * (high - low))
-    gap_ax.set_xlabel("accuracy difference (line: min to max over seeds)")
+    gap_ax.set_xlabel("accuracy difference" + (" (line: min to max over seeds)" if seeded else ""))
     gap_ax.set_title(f"gap: train minus {split}")
     gap_ax.grid(True, axis="x", alpha=0.3)
     fig.suptitle(f"{group}: train against {split} accuracy")
