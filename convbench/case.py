@@ -21,6 +21,13 @@ import pytest
 
 from convbench.errors import CaseError, choices_hint
 
+
+def __tracebackhide__(excinfo: pytest.ExceptionInfo[BaseException]) -> bool:
+    """pytest hides this module's frames (the dataclass's generated ``__init__`` included) from a
+    `CaseError`'s traceback: an invalid case in a suite is reported at the suite's line that declares
+    it, with the one-line message, not through the validation code. Other errors keep every frame."""
+    return excinfo.errisinstance(CaseError)
+
 SCALES: tuple[str, ...] = ("quick", "full")
 DEFAULT_SCALE = "quick"
 TARGET_SPLITS: tuple[str, ...] = ("auto", "train", "val", "test")
@@ -100,6 +107,11 @@ class Case:
         if isinstance(self.lr, int) and not isinstance(self.lr, bool):
             set_(self, "lr", float(self.lr))
         self._validate()
+        for scale in self.scales:  # a scale's overrides are checked now, not when a run at that scale starts
+            try:
+                dataclasses.replace(self, scales={}, **self._scale_overrides(scale))
+            except CaseError as exc:
+                raise CaseError(f"at scale {scale!r}: {exc}") from None
 
     def _validate(self) -> None:
         for name in ("model", "optimizer", "dataset"):
@@ -177,6 +189,9 @@ class Case:
         """This case with the overrides of scale profile ``scale`` applied."""
         if scale not in SCALES:
             raise CaseError(f"unknown scale {scale!r}; " + choices_hint(scale, SCALES))
+        return dataclasses.replace(self, **self._scale_overrides(scale))
+
+    def _scale_overrides(self, scale: str) -> dict[str, Any]:
         overrides = dict(self.scales.get(scale, {}))
         if self.label is None:
             overrides["label"] = self.id  # a case keeps its pytest id at every scale
@@ -184,7 +199,7 @@ class Case:
             overrides["epochs"] = None
         if "epochs" in overrides and "steps" not in overrides:
             overrides["steps"] = None
-        return dataclasses.replace(self, **overrides)
+        return overrides
 
     def replace(self, **changes: Any) -> Case:
         return dataclasses.replace(self, **changes)
