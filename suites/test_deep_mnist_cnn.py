@@ -33,10 +33,14 @@ Learning rate: at the quick scale's 150 steps test accuracy rises with lr from 2
 scale every learning rate reaches the target (the report's 98.8-99.3%). Dropout 0 to 0.75 reach the
 target within 2 points of each other ("no discernible improvement"); 0.9 still reaches it.
 
-**Report** (``convbench report out.json``): one group per question: ``batch-size`` (accuracy and loss
-curves, accuracy against batch size through the heatmap/lr figures' fields), ``lr-decay`` (decayed
-and constant curves side by side; the lr column of the curves shows the decay), ``lr-with-decay``
-(lr-sensitivity figure), ``dropout``, and ``published`` (time to target).
+**Report** (``convbench report out.json``; every kind that applies is drawn): one group per question.
+``published``: loss, accuracy and error curves, time to target. ``batch-size``: the curves per batch
+size, the final accuracy per batch size (``seeds``, ``gap``: train against held-out accuracy);
+there is no figure of a metric against a numeric field other than lr, so accuracy against batch size
+is read from those and from the table. ``lr-decay``: decayed and constant runs side by side (the curves'
+``lr`` column shows the decay). ``lr-with-decay``: the lr-sensitivity figure (``lr``). ``dropout``:
+final accuracy and the train/held-out gap per dropout rate (``gap``). Across groups: the performance
+profile.
 """
 
 from __future__ import annotations
