@@ -31,7 +31,7 @@ it has seen more images; the report's Table 4.2 ordering). Decay reaches the tar
 does, within 3 points of its test accuracy (the report: "the improvement may not be substantial").
 Learning rate: at the quick scale's 150 steps test accuracy rises with lr from 2e-4 to 2e-3; at full
 scale every learning rate reaches the target (the report's 98.8-99.3%). Dropout 0 to 0.75 reach the
-target within 2 points of each other ("no discernible improvement"); 0.9 still reaches it.
+target within 4 points of each other (the quick test set's noise) ("no discernible improvement"); 0.9 still reaches it.
 
 **Report** (``convbench report out.json``; every kind that applies is drawn): one group per question.
 ``published``: loss, accuracy and error curves, time to target. ``batch-size``: the curves per batch
@@ -51,6 +51,7 @@ from typing import Any
 import pytest
 
 from convbench import Case
+from convbench.case import format_number
 
 NARROW = {"filters": (8, 16), "hidden": 128}
 QUICK = {"dataset": "mnist-5k", "steps": 150, "eval_every": 50, "eval_train_samples": 500, "target_accuracy": 0.85}
@@ -64,6 +65,7 @@ def cnn(label: str, *, lr: float, batch_size: int = 150, dropout: float = 0.5, d
 
     Each case carries its own ``scales`` because a scale's overrides replace a field whole: a shared
     quick ``model_kwargs`` would drop the dropout being swept, a shared quick ``lr`` the lr being swept.
+    Labels name an lr only where both scales train at it (an id is kept at every scale).
     """
     quick: dict[str, Any] = {**QUICK, "model_kwargs": {**NARROW, "dropout": dropout}}
     if quick_lr is not None:
@@ -104,6 +106,7 @@ PUBLISHED = Case(
     target_accuracy=0.992, target_split="test",
     scales={"quick": {"dataset": "mnist-5k", "epochs": 1, "lr": 1e-3, "target_accuracy": 0.9,
                       "eval_every": 35, "eval_train_samples": 500}},
+    label="tf_cnn-published",  # no lr in the id: the quick scale trains at 1e-3
 )
 
 
@@ -122,7 +125,7 @@ BATCH_RUNS: dict[int, Any] = {}
 
 
 def _batch_case(batch_size: int) -> Any:
-    return cnn(f"tf_cnn-adam-lr1e-4-bs{batch_size}", lr=1e-4, batch_size=batch_size, quick_lr=1e-3)
+    return cnn(f"tf_cnn-bs{batch_size}", lr=1e-4, batch_size=batch_size, quick_lr=1e-3)
 
 
 @pytest.mark.benchmark(group="batch-size")
@@ -146,8 +149,7 @@ DECAY_RUNS: dict[tuple[int, bool], Any] = {}
 
 @pytest.mark.benchmark(group="lr-decay")
 @pytest.mark.parametrize("case", [
-    cnn(f"tf_cnn-adam-lr1e-4-bs{b}-{'decay0.95' if decay else 'constant'}", lr=1e-4, batch_size=b, decay=decay,
-        quick_lr=1e-3)
+    cnn(f"tf_cnn-bs{b}-{'decay0.95' if decay else 'constant-lr'}", lr=1e-4, batch_size=b, decay=decay, quick_lr=1e-3)
     for b in (100, 150) for decay in (False, True)])
 def test_exponential_decay(convergence, case):
     result = DECAY_RUNS[case.batch_size, case.scheduler is not None] = convergence(case)
@@ -170,7 +172,7 @@ LR_RUNS: dict[float, Any] = {}
 
 
 def _lr_case(lr: float, batch_size: int) -> Any:
-    return cnn(f"tf_cnn-adam-lr{lr:g}-bs{batch_size}-decay0.95", lr=lr, batch_size=batch_size, decay=True)
+    return cnn(f"tf_cnn-lr{format_number(lr)}-bs{batch_size}-decay0.95", lr=lr, batch_size=batch_size, decay=True)
 
 
 @pytest.mark.benchmark(group="lr-with-decay")
@@ -201,7 +203,7 @@ DROPOUT_RUNS: dict[float, Any] = {}
 
 
 def _dropout_case(dropout: float, batch_size: int) -> Any:
-    return cnn(f"tf_cnn-adam-lr1e-3-bs{batch_size}-decay0.95-dropout{dropout:g}", lr=1e-3, batch_size=batch_size,
+    return cnn(f"tf_cnn-dropout{dropout:g}-lr1e-3-bs{batch_size}-decay0.95", lr=1e-3, batch_size=batch_size,
                dropout=dropout, decay=True)
 
 
@@ -217,8 +219,11 @@ def test_dropout(convergence, case):
 
 
 def test_dropout_up_to_0_75_changes_accuracy_little():
+    """The report: "no discernible improvement" from dropout 0 to 0.9 (99.0-99.3%)."""
     moderate = [d for d in DROPOUT_RUNS if d <= 0.75]
     if len(moderate) < 2:
         pytest.skip("fewer than two dropout rates up to 0.75 ran in this session")
     accuracy = {d: DROPOUT_RUNS[d].metric("test") for d in moderate}
-    assert max(accuracy.values()) - min(accuracy.values()) < 0.02, accuracy
+    # 4 points: on the quick scale's 1,000 test images one accuracy's standard error is ~0.8 points, and
+    # the range of four runs spans ~3 of them (seed 1 spreads 0.913-0.936); a real effect is larger
+    assert max(accuracy.values()) - min(accuracy.values()) < 0.04, accuracy
