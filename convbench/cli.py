@@ -40,7 +40,8 @@ def _figures_help() -> str:
     listed = "; ".join(f"{name}: {c.description}" for name, c in registry.get_kind(FIGURE).items())
     defaults = ", ".join(name for name, kind in kinds.items() if kind.default)
     across = ", ".join(name for name, kind in kinds.items() if kind.across_groups)
-    return (f"which figures to draw, or all (default {defaults}); each per group, but {across} across groups. "
+    return (f"which figures to draw, or all (default: each of {defaults} where the runs support it); each per "
+            f"group, but {across} across groups. "
             f"{listed}. `convbench list figure` names their plugins")
 
 
