@@ -373,6 +373,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     convbench is installed loads this plugin, and one without cases must not create the file.
     """
     config = session.config
+    _check_case_ids(session)
     if config.option.collectonly:
         _check_collected_cases(session)
         return
@@ -388,12 +389,31 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                                 f"to {path}: {exc.strerror or exc}") from None
 
 
+def _collected_cases(session: pytest.Session) -> list[tuple[pytest.Item, Case]]:
+    return [(item, value) for item in session.items
+            for value in getattr(getattr(item, "callspec", None), "params", {}).values() if isinstance(value, Case)]
+
+
+def _check_case_ids(session: pytest.Session) -> None:
+    """Two different collected cases with one id would be one row of every table and one name in
+    `compare`: stop before anything trains, naming both tests."""
+    first: dict[str, tuple[pytest.Item, Case]] = {}
+    clashes = []
+    for item, case in _collected_cases(session):
+        configuration = case.replace(label=None, scales={})
+        seen = first.setdefault(case.id, (item, configuration))
+        if seen[1] != configuration:
+            clashes.append(f"{seen[0].nodeid} and {item.nodeid} are different cases with the id {case.id!r}")
+    if clashes:
+        raise pytest.UsageError("; ".join(clashes) + ": give one a label (Case(label=...)) or build them with "
+                                "grid(), whose ids name every varied field")
+
+
 def _check_collected_cases(session: pytest.Session) -> None:
     """``--collect-only`` validates every collected case at the session's scale, without data: its fields
     (`Case.at_scale`), its component names and their keyword arguments, so that a suite's full scale can
     be checked on a machine that cannot train it. A run does the same checks per case, failing that case."""
-    cases = [(item, value) for item in session.items
-             for value in getattr(getattr(item, "callspec", None), "params", {}).values() if isinstance(value, Case)]
+    cases = _collected_cases(session)
     if not cases:
         return
     from convbench.components import check_components
