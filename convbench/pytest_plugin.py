@@ -27,7 +27,8 @@ from convbench.errors import ConvbenchError
 from convbench.result import RECORD_SCHEMA
 
 if TYPE_CHECKING:
-    from convbench.engine import Progress, RunSettings
+    from convbench.engine import RunSettings
+    from convbench.progress_line import ProgressLine
     from convbench.result import RunResult
 
 SCALE_ENV = "CONVBENCH_SCALE"
@@ -216,6 +217,7 @@ def convergence(request: pytest.FixtureRequest, benchmark: Any, convbench_settin
         scaled = _session_case(case, convbench_settings, convbench_world_size, request)
         _skip_other_world_sizes_under_torchrun(scaled)
         record = _start_record(request, benchmark, "convbench", scaled, convbench_settings)
+        line = _start_progress(request, convbench_settings, scaled.id)
         handles: list[launch.PreparedCase] = []
 
         def setup() -> tuple[tuple[launch.PreparedCase], dict[str, Any]]:
@@ -231,6 +233,8 @@ def convergence(request: pytest.FixtureRequest, benchmark: Any, convbench_settin
         finally:
             for handle in handles:
                 handle.close()
+            if line is not None:
+                line.finish_case()
         record.update(result.to_dict())
         benchmark.extra_info["convbench"] = record
         return result
@@ -293,12 +297,20 @@ def throughput(request: pytest.FixtureRequest, benchmark: Any, convbench_setting
         scaled = _session_case(case, convbench_settings, convbench_world_size, request)
         _skip_other_world_sizes_under_torchrun(scaled)
         record = _start_record(request, benchmark, "convbench_throughput", scaled, convbench_settings)
+        line = _start_progress(request, convbench_settings, scaled.id)
+        started = iter(range(1, rounds + 1))
+
+        def before_round() -> None:  # pedantic's setup: outside the timed round
+            index = next(started, rounds)
+            if line is not None:
+                line.round(index, rounds)
+
         try:
             # a round past the time limit, or a rank that failed, fails the test in one line too
             with _failing_in_one_line(scaled, record), launch.prepare(scaled, convbench_settings) as prepared:
                 result = measure(prepared, steps=steps, rounds=rounds, warmup_steps=warmup_steps,
-                                 repeat=lambda one_round, times: benchmark.pedantic(one_round, rounds=times,
-                                                                                    iterations=1))
+                                 repeat=lambda one_round, times: benchmark.pedantic(
+                                     one_round, setup=before_round, rounds=times, iterations=1))
         except KeyboardInterrupt:
             benchmark.has_error = True  # pytest-benchmark then saves no statistics of the rounds run so far
             raise
@@ -374,6 +386,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """
     config = session.config
     _check_case_ids(session)
+    config.stash[_CASE_COUNT] = sum(bool({"convergence", "throughput"} & set(getattr(item, "fixturenames", ())))
+                                    for item in session.items)
     if config.option.collectonly:
         _check_collected_cases(session)
         return
@@ -471,6 +485,7 @@ def _note_lost_line(item: pytest.Item, path: Path, exc: OSError) -> None:
 
 
 _FINISHED = pytest.StashKey[list]()
+_CASE_COUNT = pytest.StashKey[int]()
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -519,18 +534,61 @@ def results_path(config: pytest.Config) -> Path | None:
     return path if path.is_absolute() else Path(config.rootpath) / path
 
 
-def _progress_printer(config: pytest.Config) -> Callable[[Progress], None] | None:
-    """Print a line per evaluation past pytest's output capture, as pytest's live logging does."""
-    if config.pluginmanager.get_plugin("terminalreporter") is None:
-        return None
+_PROGRESS = pytest.StashKey["ProgressLine | None"]()
 
-    def show(progress: Progress) -> None:
-        shown = {k: v for k, v in progress.metrics.items() if v is not None and not k.startswith("train_acc")}
-        metrics = "  ".join(f"{k} {v:.4g}" for k, v in shown.items())
-        _say(config, f"  [{progress.case_id}] step {progress.step}/{progress.total_steps} "
-                     f"epoch {progress.epoch:.2f}  {metrics}  train {progress.train_time_s:.2f}s")
 
-    return show
+def _progress_printer(config: pytest.Config) -> ProgressLine | None:
+    """The session's live progress line (`convbench.progress_line`), made once; None without a terminal
+    reporter (``-p no:terminal``) or under torchrun on a rank other than 0."""
+    if _PROGRESS not in config.stash:
+        from convbench.progress_line import ProgressLine
+
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        line = None
+        if reporter is not None and not _secondary_rank():
+            line = ProgressLine(lambda: _visible_reporter(config), config.stash.get(_CASE_COUNT, 0),
+                                interactive=bool(reporter.isatty()), width=reporter._tw.fullwidth)
+        config.stash[_PROGRESS] = line
+    return config.stash[_PROGRESS]
+
+
+def _visible_reporter(config: pytest.Config) -> Any:
+    """The terminal reporter, with pytest's output capture suspended while it is written to (as `_say`)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        return reporter
+    return _Uncaptured(reporter, capture)
+
+
+class _Uncaptured:
+    """A terminal reporter whose writes pass pytest's capture (a test's output is captured while it runs)."""
+
+    def __init__(self, reporter: Any, capture: Any) -> None:
+        self._reporter, self._capture = reporter, capture
+
+    def ensure_newline(self) -> None:
+        """Start a new line: pytest's own only ends the line of a file's results, not quiet mode's dots."""
+        with self._capture.global_and_fixture_disabled():
+            self._reporter.ensure_newline()
+            if self._reporter._tw.width_of_current_line:
+                self._reporter._tw.line()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._reporter, name)
+
+        def uncaptured(*args: Any, **kwargs: Any) -> Any:
+            with self._capture.global_and_fixture_disabled():
+                return method(*args, **kwargs)
+
+        return uncaptured
+
+
+def _start_progress(request: pytest.FixtureRequest, settings: RunSettings, case_id: str) -> ProgressLine | None:
+    line = _progress_printer(request.config) if settings.progress is not None else None
+    if line is not None:
+        line.start_case(case_id)
+    return line
 
 
 def _say(config: pytest.Config, line: str) -> None:
