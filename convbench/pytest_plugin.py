@@ -114,6 +114,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("convbench_world_size", sizes, ids=[f"w{size}" for size in sizes])
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-benchmark's, which reads benchmark_quiet once
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_SESSION] = uuid.uuid4().hex[:12]
     if _secondary_rank():
@@ -122,6 +123,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.benchmark_json = None
         config.option.benchmark_save = None
         config.option.benchmark_autosave = False
+        # Their terminal output would interleave with rank 0's: no header, no timing tables, no
+        # progress; only what goes wrong on that rank (pytest at -qq still reports failures).
+        config.option.verbose = min(config.option.verbose, -2)
+        config.option.reportchars = "fE"  # failures and errors in the short summary, as by default
+        config.option.benchmark_quiet = True
 
 
 def pytest_plugin_registered(plugin: object, plugin_name: str, manager: pytest.PytestPluginManager) -> None:
