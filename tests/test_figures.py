@@ -371,6 +371,21 @@ def test_index_shows_every_table_and_figure_with_relative_links(full_report: Pat
         assert row in (full_report / "index.html").read_text(encoding="utf-8"), table.name
 
 
+def test_index_answers_each_group_first_summary_then_figures_then_table(full_report: Path, suite: Suite) -> None:
+    text = (full_report / "index.html").read_text(encoding="utf-8")
+    pattern = r'<section class="group" id="group-([^"]+)">(.*?)</section>\n(?=<section class="group"|<script)'
+    sections = re.findall(pattern, text, flags=re.S)
+    groups = {record["group"] for record in suite.records}
+    assert len(sections) == len(groups) and sections
+    for stem, body in sections:
+        summary, figure, table = body.find('<ul class="summary">'), body.find("<figure"), body.find("<table")
+        assert 0 <= summary < figure < table, stem
+        assert re.search(r"<li( class=\"bad\")?>(best|stalled|diverged): ", body) and f'src="figures/{stem}-' in body
+        assert f'id="table-{stem}"' in body  # its own table, not another group's
+    across = text[text.index('id="across"'):]
+    assert 'id="table-all_cases"' in across  # what spans groups comes after them
+
+
 def test_index_without_figures_has_the_tables(suite: Suite, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_report(capsys, suite.json_path, "-o", tmp_path, "--no-figures")
@@ -404,6 +419,13 @@ CHECK_SCRIPT = """<script>
 window.addEventListener('load', function () {
   for (const img of document.images) { img.setAttribute('data-natural-width', String(img.naturalWidth)); }
   document.body.setAttribute('data-checked', String(document.images.length));
+  // sort the all-cases table by lr with two clicks (descending): its first row then has the largest lr
+  const table = document.querySelector('#table-all_cases table');
+  const headers = Array.from(table.querySelectorAll('thead th'));
+  const lr = headers.findIndex(function (th) { return th.textContent.trim() === 'lr'; });
+  headers[lr].click(); headers[lr].click();
+  const column = Array.from(table.tBodies[0].rows).map(function (row) { return row.cells[lr].textContent.trim(); });
+  document.body.setAttribute('data-sorted-lr', column.join(' '));
 });
 </script>
 """
@@ -436,6 +458,8 @@ def test_index_in_a_headless_browser(full_report: Path, tmp_path: Path) -> None:
     assert page.tables == tables
     unloaded = [img["src"] for img in page.images if int(img.get("data-natural-width") or 0) <= 0]
     assert unloaded == []
+    sorted_lr = [float(value) for value in page.body["data-sorted-lr"].split()]  # a header click sorted the table
+    assert len(sorted_lr) > 1 and sorted_lr == sorted(sorted_lr, reverse=True)
     shot = tmp_path / "shot.png"
     taken = _headless(chromium, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,2000",
                       index.as_uri())

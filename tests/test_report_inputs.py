@@ -88,7 +88,7 @@ def good_file(folder: Path) -> Path:
 
 
 def assert_good_reported(text: str, out: Path) -> None:
-    assert "## good (1 cases)" in text
+    assert "## good (1 case)" in text
     rows = read_csv(out / "tables" / "good.csv")
     assert [row["case"] for row in rows] == ["good-case"]
 
@@ -224,7 +224,7 @@ def test_a_wrong_type_is_one_line_naming_benchmark_and_field(tmp_path: Path,
     errors = [line for line in captured.err.splitlines() if "error" in line]
     assert errors == [f"convbench: error: {bad}: benchmark suite.py::test_x[bad-case-seed0] (entry 1): field "
                       f"'timing.train_s': expected a number, got 'fast'; left out"]
-    assert "## good (1 cases)" in captured.out
+    assert "## good (1 case)" in captured.out
     assert [row["case"] for row in read_csv(tmp_path / "out" / "tables" / "g.csv")] == ["fine"]  # its neighbour
 
 
@@ -300,7 +300,7 @@ def test_json_python_cannot_read_is_one_line(tmp_path: Path, capsys: pytest.Capt
     assert code == 1
     (line,) = [line for line in captured.err.splitlines() if str(bad) in line]
     assert line.startswith(f"convbench: error: {bad}: ")
-    assert "## good (1 cases)" in captured.out
+    assert "## good (1 case)" in captured.out
 
 
 @pytest.mark.parametrize("field", ["group", "timing", "case"])
