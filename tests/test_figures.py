@@ -63,8 +63,9 @@ def run_report(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[i
 
 
 def data_lines(ax) -> list:
-    """The plotted series (markers for diverged ends and start/end points have no legend label)."""
-    return [line for line in ax.lines if not line.get_label().startswith("_")]
+    """The plotted series (markers for diverged ends and start/end points have no legend label; target
+    lines are labelled ``target: ...``)."""
+    return [line for line in ax.lines if not line.get_label().startswith(("_", "target: "))]
 
 
 def by_seeds(records: list[dict]) -> dict[str, list[dict]]:
@@ -185,6 +186,17 @@ def test_accuracy_against_epoch_and_time(suite: Suite, x: str) -> None:
         expected_y = np.mean([m["curves"]["eval"]["test_accuracy"] for m in members], axis=0)
         np.testing.assert_allclose(xy[:, 0], expected_x, rtol=1e-9)
         np.testing.assert_allclose(xy[:, 1], expected_y, rtol=1e-12)
+
+
+def test_accuracy_figure_draws_each_accuracy_target(suite: Suite) -> None:
+    runs = [r for r in suite.records if r["target"].get("value") is not None]
+    assert runs, "the checked-in suite has cases with a target"
+    ax = curve_figure("g", runs, "accuracy", "test").axes[0]
+    dashed = {line.get_ydata()[0]: line.get_label() for line in ax.lines if line.get_linestyle() == "--"}
+    expected = {r["target"]["value"]: r["target"]["split"] for r in runs}
+    assert dashed == {value: f"target: {split} accuracy {value:g}" for value, split in expected.items()}
+    assert not [line for line in curve_figure("g", runs, "loss", "test").axes[0].lines
+                if line.get_linestyle() == "--"]  # a loss figure has no accuracy target
 
 
 def test_cli_x_and_log_y_options(suite: Suite, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

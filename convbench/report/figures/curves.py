@@ -108,11 +108,23 @@ def draw_curves(ax: Any, records: list[Record], metric: str, split: str = "test"
 BAND = " (band: min to max over seeds)"
 
 
+def draw_targets(ax: Any, records: list[Record]) -> None:
+    """A dashed line at each accuracy target of these runs, labelled with its value and split: where the
+    curves must get to, so a run that stops short of it is seen to."""
+    targets = sorted({(r["target"]["value"], r["target"].get("split")) for r in records
+                      if (r.get("target") or {}).get("metric") == "accuracy" and r["target"].get("value") is not None},
+                     key=lambda target: (target[0], str(target[1])))
+    for value, split in targets:
+        ax.axhline(value, linestyle="--", linewidth=1, color="0.4", label=f"target: {split or ''} accuracy {value:g}")
+
+
 def curve_figure(group: str, records: list[Record], metric: str, split: str = "test", *,
                  x: str = "step", log_y: bool = True) -> Figure:
     """Train loss (``metric="loss"``) or ``split`` accuracy against ``x``; seeds as mean line and min-max band."""
     fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
     banded = draw_curves(ax, records, metric, split, x=x, log_y=log_y and metric == "loss")
+    if metric == "accuracy":
+        draw_targets(ax, records)
     title = f"{group}: training loss" if metric == "loss" else f"{group}: {split} {metric}"
     finish(ax, title + (BAND if banded else ""))
     return fig
