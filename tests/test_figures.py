@@ -188,6 +188,20 @@ def test_accuracy_against_epoch_and_time(suite: Suite, x: str) -> None:
         np.testing.assert_allclose(xy[:, 1], expected_y, rtol=1e-12)
 
 
+def test_smooth_draws_the_trailing_moving_mean_of_the_loss(suite: Suite, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    runs = suite.group("test_grid")
+    raw = {line.get_label(): line.get_ydata() for line in data_lines(curve_figure("g", runs, "loss").axes[0])}
+    ax = curve_figure("g", runs, "loss", smooth=3).axes[0]
+    assert "moving mean of 3 points" in ax.get_ylabel()
+    for line in data_lines(ax):
+        values = raw[line.get_label()]
+        expected = [np.mean(values[max(0, i - 2):i + 1]) for i in range(len(values))]
+        np.testing.assert_allclose(line.get_ydata(), expected, rtol=1e-12)
+    code, _, err = run_report(capsys, suite.json_path, "-o", tmp_path, "--smooth", "0")
+    assert code == 2 and "--smooth must be a whole number of logged points, 1 or more, got 0" in err
+
+
 def test_accuracy_figure_draws_each_accuracy_target(suite: Suite) -> None:
     runs = [r for r in suite.records if r["target"].get("value") is not None]
     assert runs, "the checked-in suite has cases with a target"
