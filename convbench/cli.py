@@ -40,7 +40,8 @@ def _figures_help() -> str:
     listed = "; ".join(f"{name}: {c.description}" for name, c in registry.get_kind(FIGURE).items())
     defaults = ", ".join(name for name, kind in kinds.items() if kind.default)
     across = ", ".join(name for name, kind in kinds.items() if kind.across_groups)
-    return (f"which figures to draw, or all (default {defaults}); each per group, but {across} across groups. "
+    return (f"which figures to draw, or all (default: each of {defaults} where the runs support it); each per "
+            f"group, but {across} across groups. "
             f"{listed}. `convbench list figure` names their plugins")
 
 
@@ -81,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="x axis of the loss and accuracy curves (default step; time is training time)")
     report.add_argument("--log-y", action=argparse.BooleanOptionalAction, default=True,
                         help="log scale for the loss curves' y axis (default; --no-log-y for linear)")
+    report.add_argument("--smooth", type=int, default=1, metavar="N",
+                        help="draw the loss curves as the moving mean over N logged points (default 1: as logged; "
+                             "each logged point is already the mean loss of its stretch of steps)")
     report.set_defaults(handler=_report)
 
     compare = commands.add_parser(
@@ -142,7 +146,7 @@ def _report(args: argparse.Namespace) -> int:
         sort, descending = sort[1:], True
     group_by = None if args.group_by is None else [f.strip() for f in args.group_by.split(",") if f.strip()]
     pivot = None if args.pivot is None else PivotSpec.parse(args.pivot)
-    figure_options = FigureOptions.parse(args.figures, args.format, args.x, args.log_y)
+    figure_options = FigureOptions.parse(args.figures, args.format, args.x, args.log_y, smooth=args.smooth)
     report = make_report(args.inputs, Path(args.output), figures=not args.no_figures, sort=sort,
                          descending=descending, group_by=group_by, pivot=pivot, figure_options=figure_options)
     _print_problems(report.warnings, report.errors)

@@ -43,6 +43,8 @@ from convbench.stall import ChanceLevel
 
 #: Steps between divergence checks (each reads the device once); also checked at every evaluation.
 DIVERGENCE_CHECK_EVERY = 10
+#: Seconds between progress reports when evaluations are further apart (`PreparedRun._heartbeat`).
+HEARTBEAT_S = 5.0
 
 
 class StopReason(str, Enum):
@@ -127,6 +129,7 @@ class PreparedRun:
         synchronize(self.device)
         self.setup_s = time.perf_counter() - started
         self._ran = False
+        self._last_progress = time.perf_counter()
         self._stream: Iterator[torch.Tensor] | None = None  # endless batches for throughput rounds
         self._steps_timed = 0
 
@@ -220,8 +223,11 @@ class PreparedRun:
         """
         at_eval = step in self.eval_steps
         last = step == self.total_steps
-        if (at_eval or last or step % DIVERGENCE_CHECK_EVERY == 0) and record.diverged(step):
+        checked = at_eval or last or step % DIVERGENCE_CHECK_EVERY == 0
+        if checked and record.diverged(step):
             return StopReason.DIVERGED
+        if checked and not (at_eval or last):
+            self._heartbeat(record, step)
         if at_eval:
             record.train_clock.stop()
             if self._evaluate(record, step, lr) and self.case.stop_at_target:
@@ -231,6 +237,21 @@ class PreparedRun:
         if at_eval:
             record.train_clock.start()
         return None
+
+    def _heartbeat(self, record: RunRecorder, step: int) -> None:
+        """Between evaluations far apart, a `Progress` with the recent train loss every `HEARTBEAT_S`
+        seconds, so a slow case is seen to move. Sent right after a divergence check (which has just read
+        the losses back, on every rank), with the training clock stopped while it is sent."""
+        if self.settings.progress is None or not self.dist.is_main:
+            return
+        if time.perf_counter() - self._last_progress < HEARTBEAT_S:
+            return
+        record.train_clock.stop()
+        metrics = {"train_loss": record.recent_loss(step)}
+        self.settings.progress(Progress(self.case.id, step, self.total_steps, step / self.batches.steps_per_epoch,
+                                        record.train_clock.total, metrics))
+        self._last_progress = time.perf_counter()
+        record.train_clock.start()
 
     def _evaluate(self, record: RunRecorder, step: int, lr: float) -> bool:
         """Evaluate and record at ``step``; True on every rank if the target was reached on any."""
@@ -243,6 +264,7 @@ class PreparedRun:
         if self.settings.progress is not None and self.dist.is_main:
             self.settings.progress(Progress(self.case.id, step, self.total_steps,
                                             step / self.batches.steps_per_epoch, record.train_clock.total, metrics))
+            self._last_progress = time.perf_counter()
         return self.dist.any(reached, self.device)
 
     def _endless_batches(self) -> Iterator[torch.Tensor]:

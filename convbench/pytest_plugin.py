@@ -27,7 +27,8 @@ from convbench.errors import ConvbenchError
 from convbench.result import RECORD_SCHEMA
 
 if TYPE_CHECKING:
-    from convbench.engine import Progress, RunSettings
+    from convbench.engine import RunSettings
+    from convbench.progress_line import ProgressLine
     from convbench.result import RunResult
 
 SCALE_ENV = "CONVBENCH_SCALE"
@@ -113,6 +114,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("convbench_world_size", sizes, ids=[f"w{size}" for size in sizes])
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-benchmark's, which reads benchmark_quiet once
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_SESSION] = uuid.uuid4().hex[:12]
     if _secondary_rank():
@@ -121,6 +123,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.benchmark_json = None
         config.option.benchmark_save = None
         config.option.benchmark_autosave = False
+        # Their terminal output would interleave with rank 0's: no header, no timing tables, no
+        # progress; only what goes wrong on that rank (pytest at -qq still reports failures).
+        config.option.verbose = min(config.option.verbose, -2)
+        config.option.reportchars = "fE"  # failures and errors in the short summary, as by default
+        config.option.benchmark_quiet = True
 
 
 def pytest_plugin_registered(plugin: object, plugin_name: str, manager: pytest.PytestPluginManager) -> None:
@@ -216,6 +223,7 @@ def convergence(request: pytest.FixtureRequest, benchmark: Any, convbench_settin
         scaled = _session_case(case, convbench_settings, convbench_world_size, request)
         _skip_other_world_sizes_under_torchrun(scaled)
         record = _start_record(request, benchmark, "convbench", scaled, convbench_settings)
+        line = _start_progress(request, convbench_settings, scaled.id)
         handles: list[launch.PreparedCase] = []
 
         def setup() -> tuple[tuple[launch.PreparedCase], dict[str, Any]]:
@@ -231,6 +239,8 @@ def convergence(request: pytest.FixtureRequest, benchmark: Any, convbench_settin
         finally:
             for handle in handles:
                 handle.close()
+            if line is not None:
+                line.finish_case()
         record.update(result.to_dict())
         benchmark.extra_info["convbench"] = record
         return result
@@ -293,12 +303,20 @@ def throughput(request: pytest.FixtureRequest, benchmark: Any, convbench_setting
         scaled = _session_case(case, convbench_settings, convbench_world_size, request)
         _skip_other_world_sizes_under_torchrun(scaled)
         record = _start_record(request, benchmark, "convbench_throughput", scaled, convbench_settings)
+        line = _start_progress(request, convbench_settings, scaled.id)
+        started = iter(range(1, rounds + 1))
+
+        def before_round() -> None:  # pedantic's setup: outside the timed round
+            index = next(started, rounds)
+            if line is not None:
+                line.round(index, rounds)
+
         try:
             # a round past the time limit, or a rank that failed, fails the test in one line too
             with _failing_in_one_line(scaled, record), launch.prepare(scaled, convbench_settings) as prepared:
                 result = measure(prepared, steps=steps, rounds=rounds, warmup_steps=warmup_steps,
-                                 repeat=lambda one_round, times: benchmark.pedantic(one_round, rounds=times,
-                                                                                    iterations=1))
+                                 repeat=lambda one_round, times: benchmark.pedantic(
+                                     one_round, setup=before_round, rounds=times, iterations=1))
         except KeyboardInterrupt:
             benchmark.has_error = True  # pytest-benchmark then saves no statistics of the rounds run so far
             raise
@@ -373,6 +391,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     convbench is installed loads this plugin, and one without cases must not create the file.
     """
     config = session.config
+    _check_case_ids(session)
+    config.stash[_CASE_COUNT] = sum(bool({"convergence", "throughput"} & set(getattr(item, "fixturenames", ())))
+                                    for item in session.items)
     if config.option.collectonly:
         _check_collected_cases(session)
         return
@@ -388,12 +409,31 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                                 f"to {path}: {exc.strerror or exc}") from None
 
 
+def _collected_cases(session: pytest.Session) -> list[tuple[pytest.Item, Case]]:
+    return [(item, value) for item in session.items
+            for value in getattr(getattr(item, "callspec", None), "params", {}).values() if isinstance(value, Case)]
+
+
+def _check_case_ids(session: pytest.Session) -> None:
+    """Two different collected cases with one id would be one row of every table and one name in
+    `compare`: stop before anything trains, naming both tests."""
+    first: dict[str, tuple[pytest.Item, Case]] = {}
+    clashes = []
+    for item, case in _collected_cases(session):
+        configuration = case.replace(label=None, scales={})
+        seen = first.setdefault(case.id, (item, configuration))
+        if seen[1] != configuration:
+            clashes.append(f"{seen[0].nodeid} and {item.nodeid} are different cases with the id {case.id!r}")
+    if clashes:
+        raise pytest.UsageError("; ".join(clashes) + ": give one a label (Case(label=...)) or build them with "
+                                "grid(), whose ids name every varied field")
+
+
 def _check_collected_cases(session: pytest.Session) -> None:
     """``--collect-only`` validates every collected case at the session's scale, without data: its fields
     (`Case.at_scale`), its component names and their keyword arguments, so that a suite's full scale can
     be checked on a machine that cannot train it. A run does the same checks per case, failing that case."""
-    cases = [(item, value) for item in session.items
-             for value in getattr(getattr(item, "callspec", None), "params", {}).values() if isinstance(value, Case)]
+    cases = _collected_cases(session)
     if not cases:
         return
     from convbench.components import check_components
@@ -451,6 +491,7 @@ def _note_lost_line(item: pytest.Item, path: Path, exc: OSError) -> None:
 
 
 _FINISHED = pytest.StashKey[list]()
+_CASE_COUNT = pytest.StashKey[int]()
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -499,18 +540,61 @@ def results_path(config: pytest.Config) -> Path | None:
     return path if path.is_absolute() else Path(config.rootpath) / path
 
 
-def _progress_printer(config: pytest.Config) -> Callable[[Progress], None] | None:
-    """Print a line per evaluation past pytest's output capture, as pytest's live logging does."""
-    if config.pluginmanager.get_plugin("terminalreporter") is None:
-        return None
+_PROGRESS = pytest.StashKey["ProgressLine | None"]()
 
-    def show(progress: Progress) -> None:
-        shown = {k: v for k, v in progress.metrics.items() if v is not None and not k.startswith("train_acc")}
-        metrics = "  ".join(f"{k} {v:.4g}" for k, v in shown.items())
-        _say(config, f"  [{progress.case_id}] step {progress.step}/{progress.total_steps} "
-                     f"epoch {progress.epoch:.2f}  {metrics}  train {progress.train_time_s:.2f}s")
 
-    return show
+def _progress_printer(config: pytest.Config) -> ProgressLine | None:
+    """The session's live progress line (`convbench.progress_line`), made once; None without a terminal
+    reporter (``-p no:terminal``) or under torchrun on a rank other than 0."""
+    if _PROGRESS not in config.stash:
+        from convbench.progress_line import ProgressLine
+
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        line = None
+        if reporter is not None and not _secondary_rank():
+            line = ProgressLine(lambda: _visible_reporter(config), config.stash.get(_CASE_COUNT, 0),
+                                interactive=bool(reporter.isatty()), width=reporter._tw.fullwidth)
+        config.stash[_PROGRESS] = line
+    return config.stash[_PROGRESS]
+
+
+def _visible_reporter(config: pytest.Config) -> Any:
+    """The terminal reporter, with pytest's output capture suspended while it is written to (as `_say`)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        return reporter
+    return _Uncaptured(reporter, capture)
+
+
+class _Uncaptured:
+    """A terminal reporter whose writes pass pytest's capture (a test's output is captured while it runs)."""
+
+    def __init__(self, reporter: Any, capture: Any) -> None:
+        self._reporter, self._capture = reporter, capture
+
+    def ensure_newline(self) -> None:
+        """Start a new line: pytest's own only ends the line of a file's results, not quiet mode's dots."""
+        with self._capture.global_and_fixture_disabled():
+            self._reporter.ensure_newline()
+            if self._reporter._tw.width_of_current_line:
+                self._reporter._tw.line()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._reporter, name)
+
+        def uncaptured(*args: Any, **kwargs: Any) -> Any:
+            with self._capture.global_and_fixture_disabled():
+                return method(*args, **kwargs)
+
+        return uncaptured
+
+
+def _start_progress(request: pytest.FixtureRequest, settings: RunSettings, case_id: str) -> ProgressLine | None:
+    line = _progress_printer(request.config) if settings.progress is not None else None
+    if line is not None:
+        line.start_case(case_id)
+    return line
 
 
 def _say(config: pytest.Config, line: str) -> None:

@@ -89,6 +89,12 @@ class RunRecorder:
         self._checked = step
         return self.divergence is not None
 
+    def recent_loss(self, step: int) -> float | None:
+        """The mean train loss of the last ten steps up to ``step`` (read after a divergence check, which
+        has averaged them over the ranks)."""
+        window = self.losses[max(0, step - 10):step]
+        return finite_or_none(window.double().mean().item()) if window.numel() else None
+
     def add_eval(self, step: int, lr: float, metrics: dict[str, float | None]) -> bool:
         """Record an evaluation at ``step``; whether it meets the target on this rank."""
         epoch = step / self.steps_per_epoch

@@ -22,7 +22,7 @@ import math
 import statistics
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from convbench.errors import ConvbenchError
 
@@ -201,35 +201,38 @@ class Target:
 
 
 @dataclass(frozen=True)
-class Divergence:
-    """Why and where a run was stopped as diverged."""
+class _Verdict:
+    """A verdict on a run: the step it applies to and why, in words with the numbers."""
 
     step: int
     reason: str
+    #: The field's name in a result, for error messages.
+    _field: ClassVar[str] = "verdict"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Any, path: str = "divergence") -> Divergence:
-        f = _Fields(data, path)
+    def from_dict(cls: type[_V], data: Any, path: str | None = None) -> _V:
+        f = _Fields(data, path or cls._field)
         return cls(step=f.integer("step"), reason=f.text("reason"))
+
+
+_V = TypeVar("_V", bound=_Verdict)
 
 
 @dataclass(frozen=True)
-class Stall:
+class Divergence(_Verdict):
+    """Why and where a run was stopped as diverged."""
+
+    _field: ClassVar[str] = "divergence"
+
+
+@dataclass(frozen=True)
+class Stall(_Verdict):
     """Why a run is judged never to have learned (`convbench.stall`): its last step and the numbers."""
 
-    step: int
-    reason: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Any, path: str = "stall") -> Stall:
-        f = _Fields(data, path)
-        return cls(step=f.integer("step"), reason=f.text("reason"))
+    _field: ClassVar[str] = "stall"
 
 
 @dataclass(frozen=True)

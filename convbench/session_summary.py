@@ -70,7 +70,8 @@ def throughput_lines(group: str, records: Sequence[Record]) -> list[str]:
         rounds = r.get("round_s") or {}
         per_round, samples = rounds.get("median") or rounds.get("mean"), r.get("samples_per_round")
         if per_round and samples:
-            lines.append(f"  {r['case_id']}: {samples / per_round:,.0f} samples/s (median of {r['rounds']} rounds)")
+            median_of = _count(r["rounds"], "round")
+            lines.append(f"  {r['case_id']}: {samples / per_round:,.0f} samples/s (median of {median_of})")
         else:
             lines.append(f"  {r['case_id']}: not measured ({r.get('error') or r.get('outcome') or 'no rounds'})")
     return lines

@@ -339,3 +339,28 @@ def test_run_telemetry_stops_its_sampler_whether_the_run_ends_or_fails(monkeypat
     with RunTelemetry(torch.device("cpu"), DistContext(rank=1, world_size=1, local_rank=1), 0.2) as other:
         pass  # on CPUs only the first rank of a machine samples it
     assert len(stops) == 2 and other.result is None
+
+
+@pytest.mark.parametrize("heartbeat_s", [0.0, 3600.0])
+def test_progress_between_distant_evaluations_is_a_heartbeat_of_the_train_loss(settings, monkeypatch, heartbeat_s):
+    import dataclasses
+
+    import convbench.engine
+
+    monkeypatch.setattr(convbench.engine, "HEARTBEAT_S", heartbeat_s)
+    reports = []
+    case = BLOBS.replace(epochs=None, steps=60, eval_every=30)
+    result = run_in_this_process(case, dataclasses.replace(settings, progress=reports.append))
+    evaluations = [p.step for p in reports if "val_accuracy" in p.metrics]
+    heartbeats = [p for p in reports if "val_accuracy" not in p.metrics]
+    assert evaluations == [0, 30, 60]
+    if heartbeat_s:
+        assert heartbeats == []
+    else:  # after every divergence check that is not at an evaluation
+        assert [p.step for p in heartbeats] == [10, 20, 40, 50]
+        losses = dict(zip(result.curves["train"]["step"], result.curves["train"]["loss"], strict=True))
+        for p in heartbeats:
+            assert set(p.metrics) == {"train_loss"} and p.metrics["train_loss"] > 0
+            if case.steps <= case.max_curve_points:  # one curve point per step: the heartbeat is their mean
+                expected = sum(losses[s] for s in range(p.step - 9, p.step + 1)) / 10
+                assert p.metrics["train_loss"] == pytest.approx(expected, rel=1e-5)

@@ -63,8 +63,9 @@ def run_report(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[i
 
 
 def data_lines(ax) -> list:
-    """The plotted series (markers for diverged ends and start/end points have no legend label)."""
-    return [line for line in ax.lines if not line.get_label().startswith("_")]
+    """The plotted series (markers for diverged ends and start/end points have no legend label; target
+    lines are labelled ``target: ...``)."""
+    return [line for line in ax.lines if not line.get_label().startswith(("_", "target: "))]
 
 
 def by_seeds(records: list[dict]) -> dict[str, list[dict]]:
@@ -185,6 +186,31 @@ def test_accuracy_against_epoch_and_time(suite: Suite, x: str) -> None:
         expected_y = np.mean([m["curves"]["eval"]["test_accuracy"] for m in members], axis=0)
         np.testing.assert_allclose(xy[:, 0], expected_x, rtol=1e-9)
         np.testing.assert_allclose(xy[:, 1], expected_y, rtol=1e-12)
+
+
+def test_smooth_draws_the_trailing_moving_mean_of_the_loss(suite: Suite, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    runs = suite.group("test_grid")
+    raw = {line.get_label(): line.get_ydata() for line in data_lines(curve_figure("g", runs, "loss").axes[0])}
+    ax = curve_figure("g", runs, "loss", smooth=3).axes[0]
+    assert "moving mean of 3 points" in ax.get_ylabel()
+    for line in data_lines(ax):
+        values = raw[line.get_label()]
+        expected = [np.mean(values[max(0, i - 2):i + 1]) for i in range(len(values))]
+        np.testing.assert_allclose(line.get_ydata(), expected, rtol=1e-12)
+    code, _, err = run_report(capsys, suite.json_path, "-o", tmp_path, "--smooth", "0")
+    assert code == 2 and "--smooth must be a whole number of logged points, 1 or more, got 0" in err
+
+
+def test_accuracy_figure_draws_each_accuracy_target(suite: Suite) -> None:
+    runs = [r for r in suite.records if r["target"].get("value") is not None]
+    assert runs, "the checked-in suite has cases with a target"
+    ax = curve_figure("g", runs, "accuracy", "test").axes[0]
+    dashed = {line.get_ydata()[0]: line.get_label() for line in ax.lines if line.get_linestyle() == "--"}
+    expected = {r["target"]["value"]: r["target"]["split"] for r in runs}
+    assert dashed == {value: f"target: {split} accuracy {value:g}" for value, split in expected.items()}
+    assert not [line for line in curve_figure("g", runs, "loss", "test").axes[0].lines
+                if line.get_linestyle() == "--"]  # a loss figure has no accuracy target
 
 
 def test_cli_x_and_log_y_options(suite: Suite, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -371,6 +397,21 @@ def test_index_shows_every_table_and_figure_with_relative_links(full_report: Pat
         assert row in (full_report / "index.html").read_text(encoding="utf-8"), table.name
 
 
+def test_index_answers_each_group_first_summary_then_figures_then_table(full_report: Path, suite: Suite) -> None:
+    text = (full_report / "index.html").read_text(encoding="utf-8")
+    pattern = r'<section class="group" id="group-([^"]+)">(.*?)</section>\n(?=<section class="group"|<script)'
+    sections = re.findall(pattern, text, flags=re.S)
+    groups = {record["group"] for record in suite.records}
+    assert len(sections) == len(groups) and sections
+    for stem, body in sections:
+        summary, figure, table = body.find('<ul class="summary">'), body.find("<figure"), body.find("<table")
+        assert 0 <= summary < figure < table, stem
+        assert re.search(r"<li( class=\"bad\")?>(best|stalled|diverged): ", body) and f'src="figures/{stem}-' in body
+        assert f'id="table-{stem}"' in body  # its own table, not another group's
+    across = text[text.index('id="across"'):]
+    assert 'id="table-all_cases"' in across  # what spans groups comes after them
+
+
 def test_index_without_figures_has_the_tables(suite: Suite, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_report(capsys, suite.json_path, "-o", tmp_path, "--no-figures")
@@ -404,6 +445,13 @@ CHECK_SCRIPT = """<script>
 window.addEventListener('load', function () {
   for (const img of document.images) { img.setAttribute('data-natural-width', String(img.naturalWidth)); }
   document.body.setAttribute('data-checked', String(document.images.length));
+  // sort the all-cases table by lr with two clicks (descending): its first row then has the largest lr
+  const table = document.querySelector('#table-all_cases table');
+  const headers = Array.from(table.querySelectorAll('thead th'));
+  const lr = headers.findIndex(function (th) { return th.textContent.trim() === 'lr'; });
+  headers[lr].click(); headers[lr].click();
+  const column = Array.from(table.tBodies[0].rows).map(function (row) { return row.cells[lr].textContent.trim(); });
+  document.body.setAttribute('data-sorted-lr', column.join(' '));
 });
 </script>
 """
@@ -436,6 +484,8 @@ def test_index_in_a_headless_browser(full_report: Path, tmp_path: Path) -> None:
     assert page.tables == tables
     unloaded = [img["src"] for img in page.images if int(img.get("data-natural-width") or 0) <= 0]
     assert unloaded == []
+    sorted_lr = [float(value) for value in page.body["data-sorted-lr"].split()]  # a header click sorted the table
+    assert len(sorted_lr) > 1 and sorted_lr == sorted(sorted_lr, reverse=True)
     shot = tmp_path / "shot.png"
     taken = _headless(chromium, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,2000",
                       index.as_uri())

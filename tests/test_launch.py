@@ -782,10 +782,12 @@ def test_a_suite_under_torchrun_is_reported_once_by_rank_zero(tmp_path):
          "--convbench-no-progress", "-rs"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert completed.returncode == 0, (completed.stdout + completed.stderr)[-4000:]
-    assert completed.stdout.count("1 passed, 2 skipped") == 2  # both ranks ran the session
+    # both ranks ran the session (torchrun fails if one does not, and the world-size-2 case needs both), and
+    # only rank 0 printed: rank 1, at -qq, would print only what fails there
+    assert completed.stdout.count("1 passed, 2 skipped") == 1
+    assert completed.stdout.count("convbench summary") == completed.stdout.count("benchmark 'test_case'") == 1
     skips = [line for line in completed.stdout.splitlines() if line.startswith("SKIPPED")]
-    assert len(skips) == 2 and all("[2]" in line and "world_size=1; torchrun started 2 processes" in line
-                                   for line in skips)  # per rank: the world-size-1 convergence and throughput case
+    assert len(skips) == 1 and "[2]" in skips[0] and "world_size=1; torchrun started 2 processes" in skips[0]
     assert (tmp_path / "saved-by.txt").read_text().split() == ["0"]
     (benchmark,) = json.loads((tmp_path / "out.json").read_text())["benchmarks"]
     assert benchmark["extra_info"]["convbench"]["world_size"] == 2

@@ -27,6 +27,7 @@ import torchvision
 
 import convbench
 import convbench.engine
+import convbench.progress_line
 import convbench.registry
 import convbench.report.build
 import convbench_plugins.datasets
@@ -597,18 +598,24 @@ def test_case_id_is_the_same_at_both_scales(pytester: pytest.Pytester) -> None:
 
 
 # ------------------------------------------------------------------------------------ progress
-def test_progress_lines_are_printed_while_the_case_runs(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("interval", [0.0, 3600.0], ids=["every-evaluation", "first-and-last"])
+def test_progress_lines_are_printed_while_the_case_runs(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+                                                        interval: float) -> None:
+    """Outside a terminal (as here) a case prints plain lines: its first and last evaluation, and others
+    at most every LOG_INTERVAL_S seconds."""
+    monkeypatch.setattr(convbench.progress_line, "LOG_INTERVAL_S", interval)
     write_suite(pytester, ONE_CASE)
     result = pytester.runpytest("-v", "--convbench-results", "none")
     result.assert_outcomes(passed=1)
     (name,) = call_outcomes(result)
     case_id = bracket_id(name)
-    pattern = re.compile(rf"^\s*\[{re.escape(case_id)}\] step (\d+)/(\d+) ")
+    pattern = re.compile(rf"^\[1/1\] {re.escape(case_id)}  step (\d+)/(\d+)  loss \S+  acc 0\.\d+  \d+s")
     found = [(i, pattern.match(line)) for i, line in enumerate(result.outlines)]
     progress = [(i, int(m.group(1)), int(m.group(2))) for i, m in found if m]
     assert progress, result.outlines
     steps = [step for _, step, _ in progress]
-    assert steps == list(range(0, STEPS + 1, EVAL_EVERY))  # one line per evaluation, first to last
+    every = list(range(0, STEPS + 1, EVAL_EVERY))
+    assert steps == (every if interval == 0 else [0, STEPS])
     assert {total for _, _, total in progress} == {STEPS}
     # Printed during the test: after pytest names it (-v) and before it reports PASSED.
     started = next(i for i, line in enumerate(result.outlines) if line.startswith(f"test_suite.py::{name}"))

@@ -80,7 +80,7 @@ def printed_tables(text: str) -> dict[str, tuple[int, list[dict[str, str]]]]:
     tables: dict[str, tuple[int, list[dict[str, str]]]] = {}
     group, count, header, rows = None, 0, None, []
     for line in text.splitlines():
-        heading = re.match(r"^## (.+) \((\d+) cases(?:, \d+ runs)?\)$", line)
+        heading = re.match(r"^## (.+) \((\d+) cases?(?:, \d+ runs)?\)$", line)
         if heading:
             group, count, header, rows = heading.group(1), int(heading.group(2)), None, []
             tables[group] = (count, rows)
@@ -190,7 +190,7 @@ def test_markdown_table_per_group(study: Study, tmp_path: Path, capsys: pytest.C
     for group, cases in groups.items():
         text = (tmp_path / "tables" / f"{group}.md").read_text(encoding="utf-8")
         assert text.splitlines()[0] == f"# {group}"
-        (_, rows), = printed_tables(f"## {group} ({len(cases)} cases)\n" + text).values()
+        (_, rows), = printed_tables(f"## {group} ({len(cases)} case{'s' * (len(cases) != 1)})\n" + text).values()
         assert sorted(row["case"] for row in rows) == sorted(cases)
         for row in rows:
             assert row["final_test_accuracy"] == format(study.records[row["case"]]["final"]["test_accuracy"], ".4g")
@@ -198,7 +198,7 @@ def test_markdown_table_per_group(study: Study, tmp_path: Path, capsys: pytest.C
 
 # -------------------------------------------------------------------------------------- figures
 def test_figures_per_group_are_png(study: Study, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run_report(capsys, study.json_path, "-o", tmp_path)
+    code, out, err = run_report(capsys, study.json_path, "-o", tmp_path, "--figures", "loss,accuracy")
     assert code == 0, err
     figures = tmp_path / "figures"
     expected = {f"{group}-{kind}.png" for group in study.groups() for kind in ("loss", "accuracy")}
@@ -553,8 +553,8 @@ def test_printed_seed_tables(seeded: Study, tmp_path: Path, capsys: pytest.Captu
     headings = heading_counts(out)
     for group, configs in expected.items():
         runs = sum(len(m) for m in configs.values())
-        assert headings[group] == (f"{len(configs)} cases" if runs == len(configs)
-                                   else f"{len(configs)} cases, {runs} runs")
+        cases = f"{len(configs)} case" + ("s" if len(configs) != 1 else "")
+        assert headings[group] == (cases if runs == len(configs) else f"{cases}, {runs} runs")
         _, rows = printed[group]
         spread = any(len(m) > 1 for m in configs.values())
         assert ("final_test_accuracy_std" in rows[0]) == spread  # spread columns only with several seeds
@@ -586,7 +586,7 @@ def test_seed_spread_in_html_and_latex(seeded: Study, tmp_path: Path, capsys: py
 
 def test_figures_still_drawn_for_seeded_cases(seeded: Study, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run_report(capsys, seeded.json_path, "-o", tmp_path)
+    code, _, err = run_report(capsys, seeded.json_path, "-o", tmp_path, "--figures", "loss,accuracy")
     assert code == 0, err
     expected = {f"{group}-{kind}.png" for group in seeded.groups() for kind in ("loss", "accuracy")}
     assert {p.name for p in (tmp_path / "figures").iterdir()} == expected
@@ -793,7 +793,7 @@ BUILTINS = {
     "augmentation": ("augmentations", ["rotation"]),
     "dataset": ("datasets", ["mnist-5k", "mnist"]),
     "figure": ("figures", ["loss", "accuracy", "lr", "heatmap", "params", "target", "utilisation", "profile",
-                           "scaling"]),
+                           "scaling", "loss-scales", "error", "seeds", "gap"]),
 }
 
 

@@ -29,7 +29,8 @@ from convbench.report.names import MAX_LENGTH, Names, safe_name
 from convbench.report.scaling import scaling_rows
 from convbench.result import RECORD_SCHEMA, RoundTimes, RunResult, Target, Telemetry, ThroughputResult, Timing
 
-FIGURE_KINDS = ("loss", "accuracy", "lr", "heatmap", "params", "target", "utilisation", "profile", "scaling")
+FIGURE_KINDS = ("loss", "accuracy", "lr", "heatmap", "params", "target", "utilisation", "profile", "scaling",
+                "loss-scales", "error", "seeds", "gap")
 HOSTILE = "a|b\nc | d"  # a label that would break a Markdown table: a column bar and a new line
 
 
@@ -87,7 +88,7 @@ def good_file(folder: Path) -> Path:
 
 
 def assert_good_reported(text: str, out: Path) -> None:
-    assert "## good (1 cases)" in text
+    assert "## good (1 case)" in text
     rows = read_csv(out / "tables" / "good.csv")
     assert [row["case"] for row in rows] == ["good-case"]
 
@@ -223,7 +224,7 @@ def test_a_wrong_type_is_one_line_naming_benchmark_and_field(tmp_path: Path,
     errors = [line for line in captured.err.splitlines() if "error" in line]
     assert errors == [f"convbench: error: {bad}: benchmark suite.py::test_x[bad-case-seed0] (entry 1): field "
                       f"'timing.train_s': expected a number, got 'fast'; left out"]
-    assert "## good (1 cases)" in captured.out
+    assert "## good (1 case)" in captured.out
     assert [row["case"] for row in read_csv(tmp_path / "out" / "tables" / "g.csv")] == ["fine"]  # its neighbour
 
 
@@ -299,7 +300,7 @@ def test_json_python_cannot_read_is_one_line(tmp_path: Path, capsys: pytest.Capt
     assert code == 1
     (line,) = [line for line in captured.err.splitlines() if str(bad) in line]
     assert line.startswith(f"convbench: error: {bad}: ")
-    assert "## good (1 cases)" in captured.out
+    assert "## good (1 case)" in captured.out
 
 
 @pytest.mark.parametrize("field", ["group", "timing", "case"])

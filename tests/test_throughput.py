@@ -225,7 +225,9 @@ def test_under_torchrun_every_rank_reads_the_load_and_rank_zero_writes_it(tmp_pa
          "-p", "no:cacheprovider", "--convbench-results", "r.jsonl"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert completed.returncode == 0, (completed.stdout + completed.stderr)[-4000:]
-    assert completed.stdout.count("1 passed") == 2  # both ranks measured (and gathered the readings)
+    # both ranks measured (torchrun fails if one does not; the hosts below gathered both readings); only
+    # rank 0 reports
+    assert completed.stdout.count("1 passed") == 1
     (line,) = [json.loads(text) for text in (tmp_path / "r.jsonl").read_text().splitlines()]
     info = line["extra_info"]["convbench_throughput"]
     assert info["world_size"] == 2 and info["rounds"] == 4

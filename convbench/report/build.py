@@ -11,7 +11,7 @@ from convbench.report import load as loader
 from convbench.report.figures import FigureKind, FigureOptions
 from convbench.report.figures.writer import figure_kinds, figure_registry, write_figures
 from convbench.report.formats import heading, to_markdown
-from convbench.report.html import write_index
+from convbench.report.html import GroupSummary, write_index
 from convbench.report.identity import headline
 from convbench.report.names import Names
 from convbench.report.scaling import scaling_rows, throughput_rows, write_scaling, write_throughput
@@ -65,7 +65,7 @@ def make_report(paths: list[str | Path], out_dir: Path, *, figures: bool = True,
     sections = []
     for group, table in tables.items():
         runs = int(table["seeds"].sum())
-        count = f"{len(table)} cases" + (f", {runs} runs" if runs != len(table) else "")
+        count = f"{len(table)} case{'s' * (len(table) != 1)}" + (f", {runs} runs" if runs != len(table) else "")
         sections.append(f"{heading(2, f'{group} ({count})')}\n\n{to_markdown(display(table))}")
     for pivot_table in pivots.values():
         sections.append(f"{heading(2, pivot_table.title)}\n\n{to_markdown(pivot_table.table)}")
@@ -83,8 +83,19 @@ def make_report(paths: list[str | Path], out_dir: Path, *, figures: bool = True,
     report.written += write_pivots(pivots, out_dir, names)
     if figures:
         report.written += write_figures(records, out_dir, figure_options, kinds, names, report.warnings)
-    report.written.append(write_index(out_dir, report.written))
+    report.written.append(write_index(out_dir, report.written, groups=_group_summaries(records, names)))
     return report
+
+
+def _group_summaries(records: list[dict], names: Names) -> list[GroupSummary]:
+    """Each benchmark group's summary lines for index.html, groups in the order of their first run."""
+    from convbench.session_summary import group_lines
+
+    by_group: dict[str, list[dict]] = {}
+    for record in records:
+        by_group.setdefault(record["group"], []).append(record)
+    return [GroupSummary(group, names.group(group), group_lines(group, members))
+            for group, members in by_group.items()]
 
 
 def _figure_kinds(report: Report) -> dict[str, FigureKind]:

@@ -80,6 +80,7 @@ def scaling_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "family": case_name(by_size[1], mixed_sources=mixed),
                 "world_size": size,
                 "diverged": diverged,
+                "stalled": record.get("stalled"),  # None: recorded before the verdict existed
                 **_flag_columns(flags),
                 "scaling": "strong" if strong else "weak",
                 "train_time_s": train,
@@ -111,20 +112,21 @@ def flag_notes(rows: list[dict[str, Any]]) -> list[str]:
 
 def _write_section(rows: list[dict[str, Any]], out_dir: Path, name: str, title: str,
                    names: Names) -> tuple[str, list[Path], Any]:
-    """Write tables/<name>.{csv,md}; return the printed section, the paths and the DataFrame.
+    """Write tables/<name>.{csv,md,html}; return the printed section, the paths and the DataFrame.
 
     The CSV has every column; the Markdown table leaves out the long ``flag_reasons`` and lists them
     under the table instead, where they can be read."""
     import pandas as pd
 
-    from convbench.report.formats import heading, markdown_text, to_csv, to_markdown
+    from convbench.report.formats import heading, markdown_text, to_csv, to_html, to_markdown
 
     table = pd.DataFrame(rows, dtype=object)  # None (not measured) stays apart from NaN: see formats
     tables = out_dir / "tables"
     tables.mkdir(parents=True, exist_ok=True)
     stem = names.file("tables", name)
-    written = [tables / f"{stem}.csv", tables / f"{stem}.md"]
+    written = [tables / f"{stem}.csv", tables / f"{stem}.md", tables / f"{stem}.html"]
     to_csv(table, written[0])
+    written[2].write_text(to_html(table, title), encoding="utf-8")  # numbers rounded as in every table
     text = f"{heading(2, title)}\n\n{to_markdown(table.drop(columns=['flag_reasons'], errors='ignore'))}"
     if notes := flag_notes(rows):
         text += ("\n\nFlagged rows: their speedup and efficiency cannot be taken at face value (the figure "
@@ -134,7 +136,7 @@ def _write_section(rows: list[dict[str, Any]], out_dir: Path, name: str, title: 
 
 
 def write_scaling(rows: list[dict[str, Any]], out_dir: Path, names: Names) -> tuple[str, list[Path]]:
-    """Write tables/scaling.{csv,md}; return the printed section and the paths (the figure is the
+    """Write tables/scaling.{csv,md,html}; return the printed section and the paths (the figure is the
     ``scaling`` figure kind)."""
     if not rows:
         return "", []
@@ -177,7 +179,7 @@ def throughput_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def write_throughput(rows: list[dict[str, Any]], out_dir: Path, names: Names) -> tuple[str, list[Path]]:
-    """Write tables/throughput.{csv,md}; return the printed section and the paths."""
+    """Write tables/throughput.{csv,md,html}; return the printed section and the paths."""
     if not rows:
         return "", []
     text, written, _ = _write_section(rows, out_dir, "throughput", "throughput", names)

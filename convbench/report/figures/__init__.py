@@ -46,10 +46,12 @@ class FigureOptions:
     #: Whether ``--figures all`` chose the kinds: kinds that apply nowhere are then left out without a word,
     #: while a kind asked for by name that applies nowhere is reported (`FigureKind.needs`).
     every_kind: bool = False
+    #: Loss curves as the moving mean over this many logged points (1: as logged).
+    smooth: int = 1
 
     @classmethod
     def parse(cls, kinds: str | None = None, formats: str | None = None, x: str = "step", log_y: bool = True,
-              *, available: Sequence[str] | None = None) -> FigureOptions:
+              *, available: Sequence[str] | None = None, smooth: int = 1) -> FigureOptions:
         """From the command line's comma-separated lists; unknown names are one-line `ConvbenchError`s.
 
         ``available`` are the figure kinds to choose from; by default, the registered ones.
@@ -67,7 +69,9 @@ class FigureOptions:
         chosen_formats = ("png",) if formats is None else _choices(formats, FORMATS, "--format")
         if x not in X_AXES:
             raise ConvbenchError(f"--x must be one of {', '.join(X_AXES)}, got {x!r}")
-        return cls(chosen_kinds, chosen_formats, x, log_y, every_kind=every_kind)
+        if isinstance(smooth, bool) or not isinstance(smooth, int) or smooth < 1:
+            raise ConvbenchError(f"--smooth must be a whole number of logged points, 1 or more, got {smooth!r}")
+        return cls(chosen_kinds, chosen_formats, x, log_y, every_kind=every_kind, smooth=smooth)
 
 
 def _choices(text: str, valid: Sequence[str], option: str) -> tuple[str, ...]:

@@ -69,14 +69,28 @@ def curve_series(runs: list[Record], metric: str, split: str, x: str) -> tuple[n
     return np.mean([v[:length] for v in xs], axis=0), np.array([v[:length] for v in ys])
 
 
+def moving_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Each row's mean over the last ``window`` points (fewer at the start): a trailing mean, so no change
+    is drawn earlier than it happened. A NaN makes that point and every later one NaN (a loss turns
+    non-finite where a run diverged, and its curve ends there)."""
+    if window <= 1 or values.shape[-1] == 0:
+        return values
+    cumulative = np.cumsum(np.pad(values, ((0, 0), (1, 0))), axis=1)
+    ends = np.arange(1, values.shape[1] + 1)
+    starts = np.maximum(ends - window, 0)
+    return (cumulative[:, ends] - cumulative[:, starts]) / (ends - starts)
+
+
 def draw_curves(ax: Any, records: list[Record], metric: str, split: str = "test", *, x: str = "step",
-                log_y: bool = True) -> bool:
+                log_y: bool = True, smooth: int = 1) -> bool:
     """One line per configuration on ``ax``: the mean over its seeds, with a band from their minimum to their
     maximum; the line of a configuration with a diverged or stalled seed ends in a cross. Labels the axes;
     returns whether some configuration has several seeds (a band)."""
     configurations = seed_sets(records)
     for runs in configurations:
         xs, values = curve_series(runs, metric, split, x)
+        if metric == "loss":
+            values = moving_mean(values, smooth)
         if metric != "accuracy" and log_y:
             values = np.where(values > 0, values, math.nan)
         if values.size == 0 or np.all(np.isnan(values)):
@@ -94,7 +108,8 @@ def draw_curves(ax: Any, records: list[Record], metric: str, split: str = "test"
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     scale = ", log scale)" if log_y else ")"
     if metric == "loss":
-        ax.set_ylabel("train loss (mean over logged steps" + scale)
+        smoothed = f", moving mean of {smooth} points" if smooth > 1 else ""
+        ax.set_ylabel(f"train loss (mean over logged steps{smoothed}" + scale)
     elif metric == "error":
         ax.set_ylabel(f"{split} error (1 - accuracy" + scale)
     else:
@@ -108,21 +123,33 @@ def draw_curves(ax: Any, records: list[Record], metric: str, split: str = "test"
 BAND = " (band: min to max over seeds)"
 
 
+def draw_targets(ax: Any, records: list[Record]) -> None:
+    """A dashed line at each accuracy target of these runs, labelled with its value and split: where the
+    curves must get to, so a run that stops short of it is seen to."""
+    targets = sorted({(r["target"]["value"], r["target"].get("split")) for r in records
+                      if (r.get("target") or {}).get("metric") == "accuracy" and r["target"].get("value") is not None},
+                     key=lambda target: (target[0], str(target[1])))
+    for value, split in targets:
+        ax.axhline(value, linestyle="--", linewidth=1, color="0.4", label=f"target: {split or ''} accuracy {value:g}")
+
+
 def curve_figure(group: str, records: list[Record], metric: str, split: str = "test", *,
-                 x: str = "step", log_y: bool = True) -> Figure:
+                 x: str = "step", log_y: bool = True, smooth: int = 1) -> Figure:
     """Train loss (``metric="loss"``) or ``split`` accuracy against ``x``; seeds as mean line and min-max band."""
     fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
-    banded = draw_curves(ax, records, metric, split, x=x, log_y=log_y and metric == "loss")
+    banded = draw_curves(ax, records, metric, split, x=x, log_y=log_y and metric == "loss", smooth=smooth)
+    if metric == "accuracy":
+        draw_targets(ax, records)
     title = f"{group}: training loss" if metric == "loss" else f"{group}: {split} {metric}"
     finish(ax, title + (BAND if banded else ""))
     return fig
 
 
-def loss_scales_figure(group: str, records: list[Record], *, x: str = "step") -> Figure:
+def loss_scales_figure(group: str, records: list[Record], *, x: str = "step", smooth: int = 1) -> Figure:
     """The train loss on a linear axis (left) and a log axis (right), against the same ``x``."""
     fig, (linear, log) = plt.subplots(1, 2, figsize=(13, 5), layout="constrained")
-    banded = draw_curves(linear, records, "loss", x=x, log_y=False)
-    draw_curves(log, records, "loss", x=x, log_y=True)
+    banded = draw_curves(linear, records, "loss", x=x, log_y=False, smooth=smooth)
+    draw_curves(log, records, "loss", x=x, log_y=True, smooth=smooth)
     linear.set_ylim(bottom=0)  # a loss is not negative: the height above zero is what is left
     finish(linear, "linear axis: how much of the loss is gone, and when")
     finish(log, "log axis: how fast the rest still falls")
@@ -188,7 +215,7 @@ class LossFigure(FigureKind):
         return has_loss(records)
 
     def draw(self, group: str | None, records: list[Record], options: FigureOptions) -> Figure:
-        return curve_figure(str(group), records, "loss", x=options.x, log_y=options.log_y)
+        return curve_figure(str(group), records, "loss", x=options.x, log_y=options.log_y, smooth=options.smooth)
 
 
 class AccuracyFigure(FigureKind):
@@ -225,7 +252,7 @@ class LossScalesFigure(FigureKind):
         return has_loss(records) and (not headline(records).accuracy or spans_decades(records))
 
     def draw(self, group: str | None, records: list[Record], options: FigureOptions) -> Figure:
-        return loss_scales_figure(str(group), records, x=options.x)
+        return loss_scales_figure(str(group), records, x=options.x, smooth=options.smooth)
 
 
 class ErrorFigure(FigureKind):

@@ -1,7 +1,8 @@
 """Scaling over world sizes: speedup against world size, and where the time of one case goes.
 
 A flagged row (`convbench.report.plausibility`: superlinear, oversubscribed, busy machine), a diverged
-one or a stalled one (it never learned, and may have stopped early for it) has no speedup worth a point:
+one or a stalled one (it never learned: the speed of a broken configuration answers no scaling question) has
+no speedup worth a point:
 it is left out of the speedup lines and named in a note under the figure, so that an impossible 3.7x on
 2 cores is never drawn as a result. In the time bars, the ideal compute is never drawn above the measured
 time: where a run was faster than ideal its bar is cut at the measured time, drawn faded, and labelled
