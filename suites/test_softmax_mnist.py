@@ -41,6 +41,7 @@ from typing import Any
 import pytest
 
 from convbench import Case, grid
+from convbench.case import format_number
 
 BASE = Case(
     model="softmax", dataset="mnist", optimizer="sgd", lr=0.5, batch_size=100, steps=1000,
@@ -124,7 +125,9 @@ LONG_RUNS: dict[str, Any] = {}
 
 
 @pytest.mark.benchmark(group="best-lr-longer")
-@pytest.mark.parametrize("case", [LONGER.replace(optimizer=name, lr=lr).param() for name, lr in BEST_LR.items()])
+@pytest.mark.parametrize("case", [
+    LONGER.replace(optimizer=name, lr=lr, label=f"softmax-{name}-lr{format_number(lr)}-longer").param()
+    for name, lr in BEST_LR.items()])
 def test_each_optimizer_at_its_best_learning_rate_for_longer(convergence, case):
     result = LONG_RUNS[case.optimizer] = convergence(case)
     assert not result.diverged, result.divergence
