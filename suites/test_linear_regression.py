@@ -89,8 +89,10 @@ def target_variance(dataset_kwargs: dict[str, Any]) -> float:
     return training_data(dataset_kwargs)[1].var(unbiased=False).item()
 
 
-def _lr(value: float) -> float:
-    return float(f"{value:.3g}")  # readable ids; moves the lr by < 0.1%, far less than the 2% margins
+def _round(value: float) -> float:
+    """Three significant digits: readable ids and legends. Moves an lr by < 0.1%, far less than the sweep's
+    2% margins around the threshold, and a target by as little."""
+    return float(f"{value:.3g}")
 
 
 def _sweep(factors: tuple[float, ...]) -> list[Any]:
@@ -99,9 +101,9 @@ def _sweep(factors: tuple[float, ...]) -> list[Any]:
         threshold = gd_threshold(kwargs)
         base = Case(model="linear_regression", dataset="linear-regression", dataset_kwargs=kwargs,
                     optimizer="gd", lr=threshold, batch_size=None, steps=STEPS, eval_every=10,
-                    target_loss=(1 - R2_TARGET) * target_variance(kwargs))
+                    target_loss=_round((1 - R2_TARGET) * target_variance(kwargs)))
         for factor in factors:
-            lr = _lr(factor * threshold)
+            lr = _round(factor * threshold)
             cases.append(base.replace(lr=lr, label=f"gd-lr{lr:g}-{factor:g}x-threshold-{name}").param())
     return cases
 
@@ -177,7 +179,7 @@ OPTIMIZER_LR = 0.01  # the reports' choice
 DEFAULT_INPUTS: dict[str, Any] = INPUTS["x-uniform-0-1"]
 MOMENTA = (0.2, 0.4, 0.6, 0.8)
 ONE_LR = Case(model="linear_regression", dataset="linear-regression", optimizer="gd", lr=OPTIMIZER_LR,
-              batch_size=None, steps=2500, target_loss=(1 - R2_TARGET) * target_variance(DEFAULT_INPUTS))
+              batch_size=None, steps=2500, target_loss=_round((1 - R2_TARGET) * target_variance(DEFAULT_INPUTS)))
 
 
 OPTIMIZERS: dict[str, tuple[str, dict[str, Any]]] = {
