@@ -57,6 +57,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--convbench-telemetry-interval", metavar="SECONDS", type=_telemetry_interval, default=0.2,
                     help="sample GPU (NVML) or CPU (psutil) utilisation every SECONDS during each run (NVML no "
                          "faster than every 1/6 s, its fastest refresh); 0 turns sampling off (default 0.2)")
+    group.addoption("--convbench-threads", metavar="N", type=_threads, default=None,
+                    help="torch threads for the cases trained in this process (default: torch's own, about one "
+                         "per core); a multi-process case's workers share the cores out by world size")
     group.addoption("--convbench-timeout", metavar="SECONDS", type=_positive_seconds, default=None,
                     help="fail a case that runs longer than SECONDS and go on with the next: multi-process "
                          "cases have their workers killed (default 1800), single-process ones are "
@@ -85,6 +88,16 @@ def _telemetry_interval(value: str) -> float:
         raise pytest.UsageError(f"--convbench-telemetry-interval={value!r}: expected a finite number of seconds "
                                 ">= 0 (0 turns sampling off)")
     return seconds
+
+
+def _threads(value: str) -> int:
+    try:
+        threads = int(value)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise pytest.UsageError(f"--convbench-threads={value!r}: expected a whole number of threads, 1 or more")
+    return threads
 
 
 def _world_sizes(value: str) -> list[int]:
@@ -159,6 +172,11 @@ def convbench_settings(pytestconfig: pytest.Config) -> RunSettings:
     from convbench.engine import RunSettings
 
     data_root = pytestconfig.getoption("convbench_data_root")
+    threads = pytestconfig.getoption("convbench_threads")
+    if threads is not None:  # before the first case: each case's isolation then keeps it
+        import torch
+
+        torch.set_num_threads(threads)
     return RunSettings(
         data_root=Path(data_root).expanduser() if data_root else None,
         download=pytestconfig.getoption("convbench_download"),

@@ -749,3 +749,24 @@ def test_missing_dataset_fails_with_a_hint_to_download(pytester: pytest.Pytester
     (line,) = read_results(pytester.path / "r.jsonl")
     assert "--convbench-download" in line["extra_info"]["convbench"]["error"]
     assert list(empty.iterdir()) == []  # nothing was downloaded without --convbench-download
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_threads_option_sets_the_torch_threads_of_in_process_cases(pytester: pytest.Pytester, threads: int) -> None:
+    write_suite(pytester, """
+        import torch
+
+        @pytest.mark.parametrize("case", [BASE.param()])
+        def test_threads(convergence, case):
+            convergence(case)
+            print("THREADS", torch.get_num_threads())
+        """)
+    result = pytester.runpytest("-s", "--convbench-threads", str(threads), "--convbench-results", "none")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"*THREADS {threads}*"])
+
+
+def test_threads_option_rejects_what_is_not_a_count(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--convbench-threads", "0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--convbench-threads='0': expected a whole number of threads, 1 or more*"])
