@@ -57,7 +57,8 @@ def test_cnn_trains_on_every_world_size(convergence, case):
     assert result.samples == result.steps * result.case["batch_size"]  # the global batch stays the batch
 
 
-@pytest.mark.parametrize("case", grid(WEAK, world_size=WORLD_SIZES))
+@pytest.mark.parametrize("case", [WEAK.replace(world_size=n, label=f"{WEAK.replace(world_size=n).id}-weak").param()
+                                  for n in WORLD_SIZES])
 def test_cnn_weak_scaling_grows_the_global_batch(convergence, case):
     """Weak scaling: every device takes the whole batch, so N devices see N times the samples per step."""
     result = convergence(case)
