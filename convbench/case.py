@@ -77,6 +77,7 @@ class Case:
     warmup_steps: int = 0
     warmup_start_factor: float = 0.0
     seed: int = 0
+    shuffle: bool = True
     world_size: int = 1
     scaling: str = "strong"
     device: str = "auto"
@@ -141,6 +142,7 @@ class Case:
                     "warmup_start_factor", "a number in [0, 1]")
         self._check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
                  "seed", "a non-negative integer")
+        self._check(isinstance(self.shuffle, bool), "shuffle", "True or False")
         self._check(_is_positive_int(self.world_size), "world_size", "a positive integer")
         if self.scaling not in SCALINGS:
             raise CaseError(f"scaling={self.scaling!r} is invalid; " + choices_hint(str(self.scaling), SCALINGS))
@@ -227,7 +229,7 @@ _ID_FIELDS = ("model", "optimizer", "lr", "batch_size", "world_size")
 #: and the budget are not among them (the cases of a study share them, and a scale changes them); two
 #: collected cases that still share an id are a collection error (`convbench.pytest_plugin`).
 _SHOWN_WHEN_SET = ("model_kwargs", "optimizer_kwargs", "dataset_kwargs", "scheduler", "scheduler_kwargs",
-                   "augmentations", "warmup_steps", "scaling", "seed")
+                   "augmentations", "warmup_steps", "scaling", "shuffle", "seed")
 
 
 _DEFAULTS = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
@@ -290,6 +292,8 @@ def _token(name: str, value: Any) -> str:
         return "-".join(f"{k}{format_number(v)}" for k, v in dict(value).items())
     if name == "scaling":
         return str(value)
+    if name == "shuffle":
+        return "shuffled" if value else "fixed-order"
     if name == "warmup_steps":
         return f"warmup{value}"
     if name == "augmentations":

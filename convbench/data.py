@@ -92,12 +92,16 @@ def split_off(
 
 
 class EpochBatches:
-    """Shuffled index batches of equal size; the remainder of each epoch is dropped.
+    """Index batches of equal size, shuffled anew every epoch (``shuffle``) or in the training set's own
+    order every epoch; the remainder of each epoch is dropped.
 
-    Equal batches keep step counts identical across epochs (and, later, across DDP ranks).
+    Equal batches keep step counts identical across epochs (and across DDP ranks). The fixed order is the
+    same for every seed: it takes the data order out of what the seed varies (the training set's order
+    is the split's, from the dataset's ``split_seed``, not the case's).
     """
 
-    def __init__(self, num_samples: int, batch_size: int | None, seed: int, device: torch.device) -> None:
+    def __init__(self, num_samples: int, batch_size: int | None, seed: int, device: torch.device,
+                 shuffle: bool = True) -> None:
         self.num_samples = num_samples
         self.batch_size = num_samples if batch_size is None else batch_size
         if self.batch_size > num_samples:
@@ -108,13 +112,17 @@ class EpochBatches:
         self.full_batch = self.batch_size == num_samples
         self._generator = torch.Generator().manual_seed(seed)
         self._device = device
+        self.shuffle = shuffle
 
     def epoch(self) -> Iterator[torch.Tensor]:
         if self.full_batch:  # gradient descent: every step sees all data, order is irrelevant
             everything = torch.arange(self.num_samples, device=self._device)
             yield from (everything for _ in range(self.steps_per_epoch))
             return
-        order = torch.randperm(self.num_samples, generator=self._generator).to(self._device)
+        if self.shuffle:
+            order = torch.randperm(self.num_samples, generator=self._generator).to(self._device)
+        else:
+            order = torch.arange(self.num_samples, device=self._device)
         for i in range(self.steps_per_epoch):
             yield order[i * self.batch_size:(i + 1) * self.batch_size]
 

@@ -116,7 +116,7 @@ class PreparedRun:
         self.target_split = target_split(case, data)
         num_samples = data.train[0].shape[0]
         self.share = RankShare.of(case, num_samples, dist.rank, dist.world_size)
-        self.batches = EpochBatches(num_samples, self.share.global_batch, case.seed, self.device)
+        self.batches = EpochBatches(num_samples, self.share.global_batch, case.seed, self.device, case.shuffle)
         spe = self.batches.steps_per_epoch
         self.total_steps = case.steps if case.steps is not None else max(1, round(case.epochs * spe))
         self.eval_steps = eval_steps(case.eval_every, spe, self.total_steps)

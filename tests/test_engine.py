@@ -364,3 +364,22 @@ def test_progress_between_distant_evaluations_is_a_heartbeat_of_the_train_loss(s
             if case.steps <= case.max_curve_points:  # one curve point per step: the heartbeat is their mean
                 expected = sum(losses[s] for s in range(p.step - 9, p.step + 1)) / 10
                 assert p.metrics["train_loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_fixed_order_takes_the_same_batches_every_epoch_and_for_every_seed(settings):
+    from convbench.data import EpochBatches
+
+    fixed = EpochBatches(10, 5, seed=0, device=torch.device("cpu"), shuffle=False)
+    other_seed = EpochBatches(10, 5, seed=7, device=torch.device("cpu"), shuffle=False)
+    epochs = [[b.tolist() for b in fixed.epoch()] for _ in range(2)]
+    assert epochs[0] == epochs[1] == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    assert [b.tolist() for b in other_seed.epoch()] == epochs[0]
+    shuffled = EpochBatches(10, 5, seed=0, device=torch.device("cpu"))
+    assert [b.tolist() for b in shuffled.epoch()] != [b.tolist() for b in shuffled.epoch()]  # reshuffled
+    # in a run: with a fixed order only the initial weights differ between seeds
+    runs = [run_in_this_process(BLOBS.replace(shuffle=False, seed=seed, model_kwargs={"init": "zeros"}), settings)
+            for seed in (0, 1)]
+    assert runs[0].curves["train"]["loss"] == runs[1].curves["train"]["loss"]  # zero init: nothing else is random
+    shuffled_runs = [run_in_this_process(BLOBS.replace(seed=seed, model_kwargs={"init": "zeros"}), settings)
+                     for seed in (0, 1)]
+    assert shuffled_runs[0].curves["train"]["loss"] != shuffled_runs[1].curves["train"]["loss"]
