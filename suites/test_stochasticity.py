@@ -5,15 +5,17 @@ One CNN setting trained over seeds three ways, each a group of its own in the re
 
 * ``every source fixed``: the same seed twice; the runs must be identical (bit for bit on a CPU; on GPUs
   cuDNN may pick nondeterministic kernels), the floor every other spread is read against;
+* ``init``: seeds 0-4 without dropout and with a fixed batch order (``shuffle=False``: every epoch, and
+  every seed, takes the batches in the training set's order): the spread of the initial weights alone;
 * ``init + data order``: seeds 0-4 without dropout: the spread of the initial weights and the batch order;
 * ``init + data order + dropout``: seeds 0-4 with dropout 0.5: the spread of all three.
 
 The report's tables average each group's seeds into one row and give the standard deviation beside each
 metric (``final_test_accuracy_std``, ``final_train_loss_std``, ...), and the curves figure draws each
 group as the mean with a band from the lowest to the highest seed: the difference between the groups is
-what dropout adds. What convbench cannot do yet: vary the data order with the weights fixed, or the
-weights with the data order fixed. ``Case.seed`` seeds the initial weights, the batch order and dropout
-together, so the spread of initialisation alone and of data order alone are not measured here.
+what dropout adds, and between ``init`` and ``init + data order`` what the shuffled batch order adds. What
+convbench cannot do yet: vary the data order with the weights fixed (``Case.seed`` seeds the initial
+weights, the batch order and dropout together), so data order alone is read as that difference.
 
 Scales: ``full`` (``--convbench-scale full``) trains the Deep MNIST CNN (32/64 filters, dense 1024) with the
 lab's best SGD setting (learning rate 0.1, momentum 0.5, batch 100) for 5 epochs on the full MNIST
@@ -30,10 +32,11 @@ FULL_MODEL = {"filters": (32, 64), "hidden": 1024}
 QUICK_MODEL = {"filters": (8, 16), "hidden": 128}
 
 
-def cnn(dropout: float, seed: int, label: str) -> Case:
+def cnn(dropout: float, seed: int, label: str, shuffle: bool = True) -> Case:
     return Case(
         model="tf_cnn", dataset="mnist", optimizer="sgd", optimizer_kwargs={"momentum": 0.5}, lr=0.1,
-        batch_size=100, epochs=5, seed=seed, model_kwargs={**FULL_MODEL, "dropout": dropout}, label=label,
+        batch_size=100, epochs=5, seed=seed, shuffle=shuffle, model_kwargs={**FULL_MODEL, "dropout": dropout},
+        label=label,
         scales={"quick": {"dataset": "mnist-5k", "epochs": 2, "eval_every": 35, "eval_train_samples": 500,
                           "model_kwargs": {**QUICK_MODEL, "dropout": dropout}}},
     )
@@ -44,6 +47,8 @@ def group(name: str):
 
 
 FIXED = [cnn(0.5, 0, f"tf_cnn-dropout0.5-seed0-run{run}").param(group("every source fixed")) for run in (1, 2)]
+INIT_ONLY = [cnn(0.0, seed, f"tf_cnn-dropout0-fixed-order-seed{seed}", shuffle=False).param(group("init"))
+             for seed in SEEDS]
 NO_DROPOUT = [cnn(0.0, seed, f"tf_cnn-dropout0-seed{seed}").param(group("init + data order")) for seed in SEEDS]
 ALL_SOURCES = [cnn(0.5, seed, f"tf_cnn-dropout0.5-seed{seed}").param(group("init + data order + dropout"))
                for seed in SEEDS]
@@ -52,7 +57,7 @@ FINAL: dict[str, list[tuple[float, float]]] = {}
 DEVICES: set[str] = set()
 
 
-@pytest.mark.parametrize("case", FIXED + NO_DROPOUT + ALL_SOURCES)
+@pytest.mark.parametrize("case", FIXED + INIT_ONLY + NO_DROPOUT + ALL_SOURCES)
 def test_every_seed_learns(convergence, case, request):
     result = convergence(case)
     assert not result.diverged and not result.stalled, (result.divergence, result.stall)
@@ -79,7 +84,7 @@ def test_one_seed_gives_one_run():
         assert abs(first[0] - second[0]) < spread
 
 
-@pytest.mark.parametrize("name", ["init + data order", "init + data order + dropout"])
+@pytest.mark.parametrize("name", ["init", "init + data order", "init + data order + dropout"])
 def test_other_seeds_give_other_runs(name):
     runs = _runs(name, len(SEEDS))
     losses = [loss for loss, _ in runs]
