@@ -133,3 +133,17 @@ def test_a_missing_number_beside_numbers_stays_missing_in_every_format(tmp_path:
     assert [line.split("|")[2].strip() for line in markdown[2:]] == ["20", "-", "nan"]
     for text in (to_html(table, "t"), to_latex(table, "t")):
         assert "None" not in text and text.count("nan") == 1
+
+
+def test_train_accuracy_stands_beside_the_held_out_one_where_runs_evaluated_it(tmp_path: Path,
+                                                                              capsys: pytest.CaptureFixture[str]):
+    (tmp_path / "without").mkdir()
+    (tmp_path / "with").mkdir()
+    rows = report(tmp_path / "without", capsys, [run(seed) for seed in range(2)])
+    assert "final_train_accuracy" not in rows[0]  # no run evaluated the train split: no empty column
+    runs = [run(seed) for seed in range(2)]
+    for seed, entry in enumerate(runs):
+        entry["extra_info"]["convbench"]["final"]["train_accuracy"] = 0.95 + 0.02 * seed
+    (row,) = report(tmp_path / "with", capsys, runs)
+    assert float(row["final_train_accuracy"]) == pytest.approx(0.96)  # the mean over the seeds
+    assert float(row["final_test_accuracy"]) == pytest.approx(0.9)

@@ -340,6 +340,8 @@ def to_frame(records: list[dict[str, Any]], split: str) -> pd.DataFrame:
     mixed = identity.mixes_sources(records)
     with_load = any(r.get("machine_load") is not None for r in records)
     with_energy = any((r.get("energy") or {}).get("source") is not None for r in records)
+    # the train accuracy beside the held-out one (a train/test table), where some run evaluated it
+    with_train_accuracy = split != "train" and any(r["final"].get("train_accuracy") is not None for r in records)
     rows = []
     for r in records:
         case, final, best, timing, target = r["case"], r["final"], r["best"], r["timing"], r["target"]
@@ -362,6 +364,7 @@ def to_frame(records: list[dict[str, Any]], split: str) -> pd.DataFrame:
             "diverged": r["diverged"],
             "stalled": r.get("stalled"),  # None: the result predates the stalled verdict
             f"final_{split}_accuracy": final.get(f"{split}_accuracy"),
+            **({"final_train_accuracy": final.get("train_accuracy")} if with_train_accuracy else {}),
             f"best_{split}_accuracy": best.get(f"{split}_accuracy"),
             "final_train_loss": final.get("train_loss"),
             f"final_{split}_loss": final.get(f"{split}_loss"),

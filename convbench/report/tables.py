@@ -27,9 +27,12 @@ from convbench.report.names import Names
 
 #: Numbers only some results have: `convbench.report.load.to_frame` makes them columns only where a run has
 #: them (energy where a counter was read), and the tables follow it, so that they stay narrow without them.
-OPTIONAL_METRICS = ("energy_j", "energy_to_target_j")
+#: Columns shown only where some run has them: the train accuracy (where the headline split is held out),
+#: and energy, which only runs with a counter record.
+OPTIONAL_METRICS = ("final_train_accuracy", "energy_j", "energy_to_target_j")
 #: The numbers a per-group table shows; with several seeds the mean, and ``<column>_std`` their spread.
-METRIC_COLUMNS = ("final_{split}_accuracy", "best_{split}_accuracy", "final_train_loss", "final_{split}_loss",
+METRIC_COLUMNS = ("final_{split}_accuracy", "best_{split}_accuracy", "final_train_accuracy", "final_train_loss",
+                  "final_{split}_loss",
                   "time_to_target_s", "steps_to_target", "train_time_s", "samples_per_s", *OPTIONAL_METRICS)
 #: The numbers a pivot table can show.
 PIVOT_METRICS = (*METRIC_COLUMNS, "steps", "eval_time_s")
@@ -40,7 +43,7 @@ STD_SUFFIX = "_std"
 
 def metric_columns(split: str, available: Collection[str]) -> list[str]:
     """The metric columns of a table of runs with these frame columns (the optional ones where present)."""
-    columns = [c.format(split=split) for c in METRIC_COLUMNS]
+    columns = list(dict.fromkeys(c.format(split=split) for c in METRIC_COLUMNS))  # split "train": once
     return [c for c in columns if c not in OPTIONAL_METRICS or c in available]
 
 
