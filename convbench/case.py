@@ -21,6 +21,13 @@ import pytest
 
 from convbench.errors import CaseError, choices_hint
 
+
+def __tracebackhide__(excinfo: pytest.ExceptionInfo[BaseException]) -> bool:
+    """pytest hides this module's frames (the dataclass's generated ``__init__`` included) from a
+    `CaseError`'s traceback: an invalid case in a suite is reported at the suite's line that declares
+    it, with the one-line message, not through the validation code. Other errors keep every frame."""
+    return excinfo.errisinstance(CaseError)
+
 SCALES: tuple[str, ...] = ("quick", "full")
 DEFAULT_SCALE = "quick"
 TARGET_SPLITS: tuple[str, ...] = ("auto", "train", "val", "test")
@@ -30,8 +37,10 @@ SCALINGS: tuple[str, ...] = ("strong", "weak")
 AugmentationSpec = tuple[str, Mapping[str, Any]]
 
 
-def format_number(value: float) -> str:
+def format_number(value: Any) -> str:
     """Short, id-friendly numbers: 0.5 -> '0.5', 0.001 -> '1e-3', 100 -> '100'."""
+    if isinstance(value, (list, tuple)):  # (32, 64) -> '32,64': no spaces or brackets in ids
+        return ",".join(format_number(item) for item in value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
     if value != 0 and abs(value) < 0.01:
@@ -100,6 +109,11 @@ class Case:
         if isinstance(self.lr, int) and not isinstance(self.lr, bool):
             set_(self, "lr", float(self.lr))
         self._validate()
+        for scale in self.scales:  # a scale's overrides are checked now, not when a run at that scale starts
+            try:
+                dataclasses.replace(self, scales={}, **self._scale_overrides(scale))
+            except CaseError as exc:
+                raise CaseError(f"at scale {scale!r}: {exc}") from None
 
     def _validate(self) -> None:
         for name in ("model", "optimizer", "dataset"):
@@ -171,12 +185,18 @@ class Case:
         """Readable pytest id, e.g. ``softmax-sgd-lr0.5-bs100``."""
         if self.label:
             return self.label
-        return "-".join(_token(name, getattr(self, name)) for name in _ID_FIELDS if _in_id(self, name))
+        tokens = [_token(name, getattr(self, name)) for name in _ID_FIELDS if _in_id(self, name)]
+        tokens += [_token(name, getattr(self, name)) for name in _SHOWN_WHEN_SET
+                   if getattr(self, name) != _DEFAULTS[name]]
+        return "-".join(token for token in tokens if token)
 
     def at_scale(self, scale: str) -> Case:
         """This case with the overrides of scale profile ``scale`` applied."""
         if scale not in SCALES:
             raise CaseError(f"unknown scale {scale!r}; " + choices_hint(scale, SCALES))
+        return dataclasses.replace(self, **self._scale_overrides(scale))
+
+    def _scale_overrides(self, scale: str) -> dict[str, Any]:
         overrides = dict(self.scales.get(scale, {}))
         if self.label is None:
             overrides["label"] = self.id  # a case keeps its pytest id at every scale
@@ -184,7 +204,7 @@ class Case:
             overrides["epochs"] = None
         if "epochs" in overrides and "steps" not in overrides:
             overrides["steps"] = None
-        return dataclasses.replace(self, **overrides)
+        return overrides
 
     def replace(self, **changes: Any) -> Case:
         return dataclasses.replace(self, **changes)
@@ -202,6 +222,16 @@ class Case:
 
 
 _ID_FIELDS = ("model", "optimizer", "lr", "batch_size", "world_size")
+#: Configuration fields an id shows when a case sets them (differs from the default), after `_ID_FIELDS`,
+#: so that two cases declared apart (``.param()``) that differ only there get different ids. The data set
+#: and the budget are not among them (the cases of a study share them, and a scale changes them); two
+#: collected cases that still share an id are a collection error (`convbench.pytest_plugin`).
+_SHOWN_WHEN_SET = ("model_kwargs", "optimizer_kwargs", "dataset_kwargs", "scheduler", "scheduler_kwargs",
+                   "augmentations", "warmup_steps", "scaling", "seed")
+
+
+_DEFAULTS = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+             for f in dataclasses.fields(Case)}
 
 
 def _in_id(case: Case, name: str) -> bool:
@@ -228,8 +258,9 @@ def grid(base: Case, **axes: Iterable[Any]) -> list[Any]:
     for combo in itertools.product(*values):
         case = base.replace(**dict(zip(names, combo, strict=True)))
         if case.label is None:
+            shown = case.id
             extra = [_token(n, v) for n, v in zip(names, combo, strict=True) if n not in _ID_FIELDS]
-            case_id = "-".join([case.id, *[e for e in extra if e]])
+            case_id = "-".join([shown, *[e for e in extra if e and not _in_case_id(e, shown)]])
         else:
             case_id = case.label
         if case_id in seen:
@@ -240,6 +271,12 @@ def grid(base: Case, **axes: Iterable[Any]) -> list[Any]:
 
 
 # --------------------------------------------------------------------------------- helpers
+def _in_case_id(token: str, case_id: str) -> bool:
+    """Whether ``case_id`` shows ``token`` already (each of its ``-`` parts, as whole parts)."""
+    parts = case_id.split("-")
+    return all(part in parts for part in token.split("-"))
+
+
 def _token(name: str, value: Any) -> str:
     if name == "lr":
         return f"lr{format_number(value)}"
@@ -251,6 +288,10 @@ def _token(name: str, value: Any) -> str:
         return str(value) if value is not None else f"no{name}"
     if name.endswith("_kwargs"):
         return "-".join(f"{k}{format_number(v)}" for k, v in dict(value).items())
+    if name == "scaling":
+        return str(value)
+    if name == "warmup_steps":
+        return f"warmup{value}"
     if name == "augmentations":
         return "+".join(n for n, _ in _normalize_augmentations(value)) or "noaug"
     short = {"epochs": "ep", "seed": "seed", "steps": "steps"}.get(name, name)

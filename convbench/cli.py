@@ -40,7 +40,8 @@ def _figures_help() -> str:
     listed = "; ".join(f"{name}: {c.description}" for name, c in registry.get_kind(FIGURE).items())
     defaults = ", ".join(name for name, kind in kinds.items() if kind.default)
     across = ", ".join(name for name, kind in kinds.items() if kind.across_groups)
-    return (f"which figures to draw, or all (default {defaults}); each per group, but {across} across groups. "
+    return (f"which figures to draw, or all (default: each of {defaults} where the runs support it); each per "
+            f"group, but {across} across groups. "
             f"{listed}. `convbench list figure` names their plugins")
 
 
@@ -87,9 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
         "compare", help="regressions of a new run against a baseline",
         description="Compare two benchmark JSON / results files case by case (convergence cases matched by test "
                     "name and scale, their seeds together; throughput cases by test name). Exit status 1 when a "
-                    "case regressed: it converged in BASE (not diverged, target reached if it had one, test "
-                    "passed) and does not in NEW; its final metric (accuracy, or loss where there is none) got "
-                    "worse by more than --metric-threshold, or its steps to target grew by more than "
+                    "case regressed: it converged in BASE (not diverged, not stalled, target reached if it had "
+                    "one, test passed) and does not in NEW; its final metric (accuracy, or loss where there is "
+                    "none) got worse by more than --metric-threshold, or its steps to target grew by more than "
                     "--steps-threshold (with several seeds a change must also exceed 2 x the pooled standard "
                     "error of the difference); its final metric is missing or not finite in NEW; or its train "
                     "time (a throughput case: its time per round) grew by more than --time-threshold and "

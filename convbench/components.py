@@ -54,6 +54,12 @@ class Trainable:
     augment: Callable[[torch.Tensor], torch.Tensor]
 
 
+def check_components(case: Case, registry: Registry) -> None:
+    """Every component the case names exists and accepts the case's keyword arguments (nothing is built
+    but the augmentations, which are light); a one-line `ConvbenchError` otherwise."""
+    CaseComponents(case, registry)
+
+
 class CaseComponents:
     """The case's registered components, looked up (augmentations built) before its data is loaded."""
 
@@ -61,9 +67,13 @@ class CaseComponents:
         self.case = case
         self.model = registry.get("model", case.model)
         self.optimizer = registry.get("optimizer", case.optimizer)
-        registry.get("dataset", case.dataset)  # known before loading starts; `convbench.loading` builds it
         self.scheduler: Component | None = registry.get("scheduler", case.scheduler) if case.scheduler else None
         self.augmentations = [registry.get("augmentation", name).build(kwargs) for name, kwargs in case.augmentations]
+        dataset = registry.get("dataset", case.dataset)
+        for component, kwargs in ((self.model, case.model_kwargs), (self.optimizer, case.optimizer_kwargs),
+                                  (dataset, case.dataset_kwargs), (self.scheduler, case.scheduler_kwargs)):
+            if component is not None:
+                component.check_kwargs(kwargs)
 
     def build(self, data: DatasetSplits, device: torch.device, dist: DistContext, steps_per_epoch: int,
               total_steps: int) -> Trainable:

@@ -39,6 +39,7 @@ from convbench.recording import RunRecorder
 from convbench.registry import Registry, get_registry
 from convbench.result import RunResult
 from convbench.run_telemetry import RunTelemetry
+from convbench.stall import ChanceLevel
 
 #: Steps between divergence checks (each reads the device once); also checked at every evaluation.
 DIVERGENCE_CHECK_EVERY = 10
@@ -49,14 +50,15 @@ class StopReason(str, Enum):
 
     ``TIME_LIMIT`` names what `convbench.time_limit` does: it interrupts the run with
     `CaseTimeoutError`, so the run fails and leaves no result to record it in (today nothing records
-    it). ``STALLED`` is reserved for a stop on a loss that no longer falls; nothing sets it yet.
+    it). ``STALLED`` replaces ``BUDGET`` for a run that took every step and ended at chance level
+    (`convbench.stall`): it says why the run ended no better than a guess, not that it stopped early.
     """
 
     BUDGET = "budget"  # every planned step was taken
     TARGET = "target"  # the target was reached and the case has stop_at_target
     DIVERGED = "diverged"  # the loss went non-finite or blew up (RunResult.divergence says how)
     TIME_LIMIT = "time_limit"
-    STALLED = "stalled"
+    STALLED = "stalled"  # every planned step was taken and the run ended at chance level (RunResult.stall)
 
 
 @dataclass(frozen=True)
@@ -175,9 +177,13 @@ class PreparedRun:
         with RunTelemetry(self.device, self.dist, self.settings.telemetry_interval_s) as telemetry:
             record.on_target = telemetry.mark_target
             steps, stop = self._train(record)
+        stall = record.stall_verdict(ChanceLevel.of(self.data), steps) if stop is StopReason.BUDGET else None
+        if stall is not None:
+            stop = StopReason.STALLED
         return record.result(steps, scale=self.settings.scale, setup_s=self.setup_s,
                              batch_size=self.batches.batch_size, telemetry=telemetry.result,
-                             stop_reason=stop.value, machine_load=telemetry.machine_load, energy=telemetry.energy)
+                             stop_reason=stop.value, machine_load=telemetry.machine_load, energy=telemetry.energy,
+                             stall=stall)
 
     def _train(self, record: RunRecorder) -> tuple[int, StopReason]:
         """The loop: one step after another until the first stop reason; the steps taken, and why.

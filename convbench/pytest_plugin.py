@@ -22,12 +22,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import pytest
 
 from convbench import __version__, results_file
-from convbench.case import DEFAULT_SCALE, SCALES
+from convbench.case import DEFAULT_SCALE, SCALES, Case
 from convbench.errors import ConvbenchError
 from convbench.result import RECORD_SCHEMA
 
 if TYPE_CHECKING:
-    from convbench.case import Case
     from convbench.engine import Progress, RunSettings
     from convbench.result import RunResult
 
@@ -350,6 +349,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             record["error"] = report.longrepr.reprcrash.message if hasattr(report.longrepr, "reprcrash") \
                 else str(report.longrepr).strip().splitlines()[-1]
         _append_result(item, pending)
+        item.config.stash.setdefault(_FINISHED, []).append(pending)
     return report
 
 
@@ -373,8 +373,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     convbench is installed loads this plugin, and one without cases must not create the file.
     """
     config = session.config
+    _check_case_ids(session)
+    if config.option.collectonly:
+        _check_collected_cases(session)
+        return
     path = results_path(config)
-    if path is None or _secondary_rank() or config.option.collectonly:
+    if path is None or _secondary_rank():
         return
     if not any({"convergence", "throughput"} & set(getattr(item, "fixturenames", ())) for item in session.items):
         return
@@ -383,6 +387,48 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     except OSError as exc:
         raise pytest.UsageError(f"--convbench-results={config.getoption('convbench_results')!r}: cannot append "
                                 f"to {path}: {exc.strerror or exc}") from None
+
+
+def _collected_cases(session: pytest.Session) -> list[tuple[pytest.Item, Case]]:
+    return [(item, value) for item in session.items
+            for value in getattr(getattr(item, "callspec", None), "params", {}).values() if isinstance(value, Case)]
+
+
+def _check_case_ids(session: pytest.Session) -> None:
+    """Two different collected cases with one id would be one row of every table and one name in
+    `compare`: stop before anything trains, naming both tests."""
+    first: dict[str, tuple[pytest.Item, Case]] = {}
+    clashes = []
+    for item, case in _collected_cases(session):
+        configuration = case.replace(label=None, scales={})
+        seen = first.setdefault(case.id, (item, configuration))
+        if seen[1] != configuration:
+            clashes.append(f"{seen[0].nodeid} and {item.nodeid} are different cases with the id {case.id!r}")
+    if clashes:
+        raise pytest.UsageError("; ".join(clashes) + ": give one a label (Case(label=...)) or build them with "
+                                "grid(), whose ids name every varied field")
+
+
+def _check_collected_cases(session: pytest.Session) -> None:
+    """``--collect-only`` validates every collected case at the session's scale, without data: its fields
+    (`Case.at_scale`), its component names and their keyword arguments, so that a suite's full scale can
+    be checked on a machine that cannot train it. A run does the same checks per case, failing that case."""
+    cases = _collected_cases(session)
+    if not cases:
+        return
+    from convbench.components import check_components
+    from convbench.registry import get_registry
+
+    registry, scale = get_registry(), session.config.getoption("convbench_scale")
+    problems = []
+    for item, case in cases:
+        try:
+            check_components(case.at_scale(scale), registry)
+        except ConvbenchError as exc:
+            problems.append(f"{item.nodeid}: {exc}")
+    if problems:
+        raise pytest.UsageError(f"{len(problems)} of {len(cases)} collected cases are invalid at scale {scale!r}:\n"
+                                + "\n".join(problems))
 
 
 def _append_result(item: pytest.Item, record: _CaseRecord) -> None:
@@ -424,7 +470,27 @@ def _note_lost_line(item: pytest.Item, path: Path, exc: OSError) -> None:
                           f"the session goes on{kept}")
 
 
+_FINISHED = pytest.StashKey[list]()
+
+
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """convbench's summary after pytest-benchmark's tables: per group the best case, the diverged, stalled
+    and failed ones and the target (`convbench.session_summary`), then where the results went."""
+    finished = config.stash.get(_FINISHED, [])
+    if finished and not _secondary_rank():
+        from convbench.session_summary import summary
+
+        terminalreporter.section("convbench summary")
+        for line in summary([r.fields for r in finished if r.key == "convbench"],
+                            [r.fields for r in finished if r.key != "convbench"]):
+            terminalreporter.write_line(line)
+        written = [(what, path) for what, path in (("results file", results_path(config)),
+                                                   ("benchmark JSON", config.getoption("benchmark_json", None)))
+                   if path is not None]
+        for what, path in written:
+            terminalreporter.write_line(f"{what}: {path}")
+        if written:
+            terminalreporter.write_line(f"tables and figures: convbench report {written[-1][1]}")
     lost = config.stash.get(_LOST, [])
     if lost:
         cases = f"{len(lost)} finished case{'s are' if len(lost) > 1 else ' is'}"

@@ -18,7 +18,8 @@ import torch
 from convbench.case import Case
 from convbench.clock import Stopwatch
 from convbench.distributed import DistContext
-from convbench.result import SPLITS, Divergence, Energy, MachineLoad, RunResult, Target, Telemetry, Timing
+from convbench.result import SPLITS, Divergence, Energy, MachineLoad, RunResult, Stall, Target, Telemetry, Timing
+from convbench.stall import ChanceLevel, final_accuracies, judge
 
 #: Device types ("cpu", "cuda") a run has trained on in this process: the first run on each pays the
 #: one-time costs (kernels loaded on first use, the allocator growing, thread pools starting) in its
@@ -106,9 +107,22 @@ class RunRecorder:
         return self.evals["step"][-1] if self.evals["step"] else None
 
     # ----------------------------------------------------------------------------- afterwards
+    def stall_verdict(self, chance: ChanceLevel | None, steps: int) -> Stall | None:
+        """Whether the run ended at chance level (`convbench.stall`): judged on the last evaluation's
+        train loss, or where the train split was not evaluated, the mean loss of the last logged stretch."""
+        final = self._final()
+        train_loss = final.get("train_loss")
+        if train_loss is None and steps:
+            train_loss = finite_or_none(self.losses[max(0, steps - self.stride):steps].double().mean().item())
+        return judge(chance, train_loss, final_accuracies(final), steps)
+
+    def _final(self) -> dict[str, float | None]:
+        return {key: values[-1] for key, values in self.evals.items() if _is_metric(key)}
+
     def result(self, steps: int, *, scale: str, setup_s: float, batch_size: int,
                telemetry: dict[str, Any] | None, stop_reason: str | None = None,
-               machine_load: MachineLoad | None = None, energy: Energy | None = None) -> RunResult:
+               machine_load: MachineLoad | None = None, energy: Energy | None = None,
+               stall: Stall | None = None) -> RunResult:
         """The run's result (collective: times are the slowest rank's)."""
         case, dist = self.case, self.dist
         setup_s = dist.max(setup_s, self.device)
@@ -133,7 +147,7 @@ class RunRecorder:
                           train_per_step_s=train_s / steps if steps else None,
                           first_in_process=first_in_process),
             samples_per_s=samples / train_s if train_s > 0 else None,
-            final={key: values[-1] for key, values in self.evals.items() if _is_metric(key)},
+            final=self._final(),
             best=_best(self.evals),
             target=Target(**self.target),
             curves={"train": {"step": curve_steps, "loss": curve_losses,
@@ -144,6 +158,8 @@ class RunRecorder:
             stop_reason=stop_reason,
             machine_load=machine_load,
             energy=energy,
+            stalled=stall is not None,
+            stall=stall,
         )
 
 

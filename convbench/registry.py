@@ -127,6 +127,19 @@ class Component:
         }
         return {**own, **self.defaults}
 
+    def check_kwargs(self, kwargs: Mapping[str, Any], context: Iterable[str] = ()) -> None:
+        """A one-line `ComponentArgumentError` for keyword arguments the factory does not take (before
+        anything is built: the case check at collection calls it without data)."""
+        accepted = self.accepted_kwargs(context)
+        if accepted is None:
+            return
+        unknown = sorted(set(kwargs) - set(accepted))
+        if unknown:
+            raise ComponentArgumentError(
+                f"{self.kind} {self.name!r} does not accept {', '.join(repr(u) for u in unknown)}; "
+                + choices_hint(unknown[0], accepted).replace("valid choices", "valid arguments")
+            )
+
     def build(
         self,
         kwargs: Mapping[str, Any] | None = None,
@@ -142,14 +155,7 @@ class Component:
         """
         context = dict(context or {})
         merged = {**self.defaults, **(kwargs or {})}
-        accepted = self.accepted_kwargs(context)
-        if accepted is not None:
-            unknown = sorted(set(merged) - set(accepted))
-            if unknown:
-                raise ComponentArgumentError(
-                    f"{self.kind} {self.name!r} does not accept {', '.join(repr(u) for u in unknown)}; "
-                    + choices_hint(unknown[0], accepted).replace("valid choices", "valid arguments")
-                )
+        self.check_kwargs(merged, context)
         named = {p.name for p in _signature_params(self.factory) or ()}
         for key, value in (optional_context or {}).items():
             # named explicitly: a factory's **kwargs usually forwards to a class that would choke on it

@@ -7,7 +7,9 @@ reads and raises `ResultSchemaError` naming the field, so a malformed file is on
 ``KeyError`` deep in a table.
 
 Versions: ``convbench.result/2`` added ``stop_reason``; files written as ``convbench.result/1`` are
-read unchanged (their stop reason is unknown). ``machine_load`` and ``energy`` came later within
+read unchanged (their stop reason is unknown). ``convbench.result/3`` added the stalled verdict
+(``stalled``, ``stall``, stop reason ``"stalled"``); in older files it is unknown (``stalled`` None),
+and a run that never learned may show stop reason ``"budget"`` there. ``machine_load`` and ``energy`` came later within
 version 2: they are optional, and None in files written before them (as are a throughput result's
 ``round_s.median``, ``round_s.std`` and ``machine_load`` within ``convbench.throughput/1``). Bump
 `SCHEMA` when a field changes meaning, and keep the older versions in `READABLE_SCHEMAS` while they
@@ -24,8 +26,8 @@ from typing import Any
 
 from convbench.errors import ConvbenchError
 
-SCHEMA = "convbench.result/2"
-READABLE_SCHEMAS = ("convbench.result/1", SCHEMA)
+SCHEMA = "convbench.result/3"
+READABLE_SCHEMAS = ("convbench.result/1", "convbench.result/2", SCHEMA)
 #: A line of the results file: a pytest-benchmark-like entry whose extra_info["convbench"] is a result.
 RECORD_SCHEMA = "convbench.record/1"
 #: ``extra_info["convbench_throughput"]`` of a `throughput` fixture benchmark.
@@ -215,6 +217,22 @@ class Divergence:
 
 
 @dataclass(frozen=True)
+class Stall:
+    """Why a run is judged never to have learned (`convbench.stall`): its last step and the numbers."""
+
+    step: int
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str = "stall") -> Stall:
+        f = _Fields(data, path)
+        return cls(step=f.integer("step"), reason=f.text("reason"))
+
+
+@dataclass(frozen=True)
 class Telemetry:
     """Device (NVML) or CPU (psutil) sampling during a run (`convbench.telemetry` writes it).
 
@@ -369,6 +387,9 @@ class RunResult:
     machine_load: MachineLoad | None = None
     #: Energy for the run and up to the target; None in files written before it was recorded.
     energy: Energy | None = None
+    #: Whether the run ended at chance level (`convbench.stall`); None in files written before the verdict.
+    stalled: bool | None = False
+    stall: Stall | None = None
 
     # Conveniences for assertions in suites ------------------------------------------------------
     @property
@@ -398,7 +419,7 @@ class RunResult:
 
     def to_dict(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        for name in ("divergence", "timing", "target", "telemetry", "machine_load", "energy"):
+        for name in ("divergence", "timing", "target", "telemetry", "machine_load", "energy", "stall"):
             part = data[name]
             data[name] = None if part is None else part.to_dict()
         return _json_clean(data)
@@ -412,6 +433,8 @@ class RunResult:
             raise ResultSchemaError(f"result schema {schema!r}; this convbench reads {', '.join(READABLE_SCHEMAS)}")
         divergence, telemetry = f.mapping("divergence", optional=True), f.mapping("telemetry", optional=True)
         machine_load, energy = f.mapping("machine_load", optional=True), f.mapping("energy", optional=True)
+        stall = f.mapping("stall", optional=True)
+        stalled = f.flag("stalled") if schema == SCHEMA else None
         return cls(
             case_id=f.text("case_id"), case=f.mapping("case"), scale=f.text("scale"), device=f.text("device"),
             world_size=f.integer("world_size"), steps=f.integer("steps"), steps_planned=f.integer("steps_planned"),
@@ -426,6 +449,7 @@ class RunResult:
             schema=schema, stop_reason=f.text("stop_reason", optional=True),
             machine_load=None if machine_load is None else MachineLoad.from_dict(machine_load),
             energy=None if energy is None else Energy.from_dict(energy),
+            stalled=stalled, stall=None if stall is None else Stall.from_dict(stall),
         )
 
 

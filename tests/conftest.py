@@ -26,6 +26,19 @@ def make_blobs(num_classes: int = 4, per_class: int = 150, dim: int = 8, spread:
     return DatasetSplits(train=train, val=val, test=test, num_outputs=num_classes)
 
 
+def make_shuffled_blobs(num_classes: int = 10, per_class: int = 200, seed: int = 0) -> DatasetSplits:
+    """Blobs whose labels are permuted independently of the inputs: nothing a model can learn."""
+    data = make_blobs(num_classes=num_classes, per_class=per_class, seed=seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+
+    def shuffled(split):
+        inputs, labels = split
+        return inputs, labels[torch.randperm(labels.shape[0], generator=generator)]
+
+    return DatasetSplits(train=shuffled(data.train), val=shuffled(data.val), test=shuffled(data.test),
+                         num_outputs=num_classes)
+
+
 def make_line(size: int = 200, weight: float = 2.0, bias: float = 0.5, seed: int = 0) -> DatasetSplits:
     """Noise-free y = weight * x + bias on x in [-1, 1]: a regression problem with a known answer."""
     x = torch.rand(size, 1, generator=torch.Generator().manual_seed(seed)) * 2 - 1
@@ -78,6 +91,7 @@ def _testing_plugin() -> types.ModuleType:
     @convbench.hookimpl
     def convbench_register_datasets(register):
         register("blobs", make_blobs, description="Gaussian blobs for tests")
+        register("shuffled-blobs", make_shuffled_blobs, description="blobs with labels independent of the inputs")
         register("line", make_line, description="y = 2x + 0.5 for tests")
 
     @convbench.hookimpl

@@ -29,6 +29,27 @@ def test_id_names_model_optimizer_lr_and_batch_size():
     assert BASE.replace(label="mine").id == "mine"
 
 
+def test_cases_declared_apart_that_differ_in_configuration_get_different_ids_that_say_how():
+    variants = {
+        BASE.replace(model_kwargs={"init": "zeros"}): "softmax-sgd-lr0.5-bs100-initzeros",
+        BASE.replace(optimizer_kwargs={"momentum": 0.9}): "softmax-sgd-lr0.5-bs100-momentum0.9",
+        BASE.replace(scheduler="step", scheduler_kwargs={"step_size": 2}): "softmax-sgd-lr0.5-bs100-step-step_size2",
+        BASE.replace(augmentations=("rotation", "flip")): "softmax-sgd-lr0.5-bs100-rotation+flip",
+        BASE.replace(warmup_steps=10): "softmax-sgd-lr0.5-bs100-warmup10",
+        BASE.replace(world_size=2, scaling="weak"): "softmax-sgd-lr0.5-bs100-w2-weak",
+        BASE.replace(seed=3): "softmax-sgd-lr0.5-bs100-seed3",
+        BASE.replace(model="tf_cnn", model_kwargs={"filters": (4, 8)}): "tf_cnn-sgd-lr0.5-bs100-filters4,8",
+    }
+    for case, expected in variants.items():
+        assert case.id == expected == case.param().id
+    assert len({case.id for case in variants} | {BASE.id}) == len(variants) + 1
+
+
+def test_grid_shows_a_varied_field_once():
+    ids = [p.id for p in grid(BASE.replace(seed=1), seed=[0, 1], model_kwargs=[{"init": "zeros"}])]
+    assert ids == ["softmax-sgd-lr0.5-bs100-initzeros-seed0", "softmax-sgd-lr0.5-bs100-initzeros-seed1"]
+
+
 def test_grid_is_the_cartesian_product_with_readable_unique_ids():
     params = grid(BASE, optimizer=["sgd", "adam"], lr=[0.1, 1e-3], optimizer_kwargs=[{}, {"weight_decay": 0.1}])
     assert len(params) == 8

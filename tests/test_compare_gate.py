@@ -20,14 +20,14 @@ from test_compare import compared, regressions, welch_p
 from convbench import Case
 from convbench.cli import main
 from convbench.report.time_rule import BUSY, JUDGED, TOO_FEW, TimeRule, TimeSamples, judge_time
-from convbench.result import MachineLoad, RoundTimes, RunResult, Target, ThroughputResult, Timing
+from convbench.result import MachineLoad, RoundTimes, RunResult, Stall, Target, ThroughputResult, Timing
 
 CASE = "suite.py::test_x[softmax-sgd-lr0.1-bs100]"  # the name all seeds of a case are compared under
 
 
 # ------------------------------------------------------------------------------------- inputs
 def run(seed: int = 0, *, train_s: float = 2.0, accuracy: float = 0.9, busy: bool | None = False,
-        target_step: int | None = 50, lr: float = 0.1) -> dict[str, Any]:
+        target_step: int | None = 50, lr: float = 0.1, stall: Stall | None = None) -> dict[str, Any]:
     """A benchmark entry holding one run of the case ``lr`` with seed ``seed``."""
     case = Case(model="softmax", optimizer="sgd", lr=lr, batch_size=100, steps=100, seed=seed, target_accuracy=0.5)
     result = RunResult(
@@ -42,7 +42,8 @@ def run(seed: int = 0, *, train_s: float = 2.0, accuracy: float = 0.9, busy: boo
                          "test_accuracy": [0.1, accuracy], "test_loss": [2.0, 0.5]}},
         stop_reason="budget",
         machine_load=MachineLoad(busy=busy, other_cpu_share=0.5 if busy else 0.01,
-                                 reason="others took 50% of the cores' time" if busy else None))
+                                 reason="others took 50% of the cores' time" if busy else None),
+        stalled=stall is not None, stall=stall)
     test = f"test_x[softmax-sgd-lr{lr:g}-bs100-seed{seed}]"
     return {"group": "g", "name": test, "fullname": f"suite.py::{test}", "extra_info": {"convbench": result.to_dict()}}
 
@@ -176,6 +177,17 @@ def test_accuracy_drop_with_one_seed_is_a_regression(tmp_path: Path, capsys: pyt
     code, out, _ = gate(capsys, tmp_path, [run(accuracy=0.9)], [run(accuracy=0.85)])
     assert code == 1
     assert regressions(out)[CASE] == f"REGRESSION: final_test_accuracy {0.85 - 0.9:+.4g}, worse by more than 0.01"
+
+
+def test_a_case_that_becomes_stalled_is_a_regression(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The verdict itself is judged, whatever the headline metric did (here it did not move)."""
+    stall = Stall(step=100, reason="final train loss at chance level")
+    code, out, _ = gate(capsys, tmp_path, seeds([2.0, 2.0, 2.0]), [run(s, stall=stall if s == 1 else None)
+                                                                   for s in range(3)])
+    assert code == 1
+    assert "stalled" in regressions(out)[CASE]
+    code, out, _ = gate(capsys, tmp_path, seeds([2.0, 2.0, 2.0]), seeds([2.0, 2.0, 2.0]))
+    assert code == 0, out
 
 
 def test_accuracy_is_judged_on_a_busy_machine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

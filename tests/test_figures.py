@@ -86,9 +86,9 @@ def test_every_kind_is_written_as_png_and_svg(suite: Suite, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_report(capsys, suite.json_path, "-o", tmp_path, "--figures", "all", "--format", "png,svg")
     assert code == 0, err
-    per_group = {"test_grid": ["loss", "accuracy", "lr", "heatmap", "target"],
-                 "test_optimizers": ["loss", "accuracy", "lr", "heatmap", "target"],
-                 "test_linear": ["loss", "params"]}
+    per_group = {"test_grid": ["loss", "accuracy", "lr", "heatmap", "target", "error", "seeds", "gap"],
+                 "test_optimizers": ["loss", "accuracy", "lr", "heatmap", "target", "gap"],
+                 "test_linear": ["loss", "params", "loss-scales"]}
     # telemetry samples every 0.2 s, so whether a tiny run has a utilisation timeline depends on its length
     results = [b["extra_info"]["convbench"] for b in json.loads(suite.json_path.read_text())["benchmarks"]]
     for group, kinds in per_group.items():
@@ -109,12 +109,17 @@ def test_every_kind_is_written_as_png_and_svg(suite: Suite, tmp_path: Path,
     assert f"wrote {written} files" in out
 
 
-def test_default_is_loss_and_accuracy_png(suite: Suite, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_default_is_every_kind_the_data_supports_as_png(suite: Suite, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_report(capsys, suite.json_path, "-o", tmp_path)
     assert code == 0, err
+    assert err == ""  # kinds that apply nowhere are left out without a word when nobody asked for them
     names = {p.name for p in (tmp_path / "figures").iterdir()}
-    assert names == {"test_grid-loss.png", "test_grid-accuracy.png", "test_optimizers-loss.png",
-                     "test_optimizers-accuracy.png", "test_linear-loss.png"}
+    # lr x batch_size with 2 seeds and a target; sgd and adam at two rates with a target; one linear regression
+    assert names == {f"test_grid-{kind}.png" for kind in ("loss", "accuracy", "lr", "heatmap", "target", "error",
+                                                          "seeds", "gap")} | \
+        {f"test_optimizers-{kind}.png" for kind in ("loss", "accuracy", "lr", "heatmap", "target", "gap")} | \
+        {"test_linear-loss.png", "test_linear-params.png", "test_linear-loss-scales.png", "performance-profile.png"}
 
 
 def test_svg_only(suite: Suite, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -561,7 +566,8 @@ def test_a_plugin_figure_is_listed_and_drawn(suite: Suite, tmp_path: Path, monke
     code, _, err = run_report(capsys, suite.json_path, "-o", tmp_path / "bad", "--figures", "runcnt")
     assert code == 2 and err.count("\n") == 1
     assert err.startswith("convbench: error: --figures: unknown 'runcnt'; choose from loss, accuracy, lr, heatmap, "
-                          "params, target, utilisation, profile, scaling, runcount, everything, all")
+                          "params, target, utilisation, profile, scaling, loss-scales, error, seeds, gap, runcount, "
+                          "everything, all")
 
 
 DUPLICATE_PLUGIN = """
@@ -672,3 +678,15 @@ def test_legends_name_runs_measured_on_a_busy_machine():
     assert set_label([run(0, True), run(1, False), run(2, True, diverged=True)]).endswith(
         "(mean of 3 seeds) (1 diverged) (2 busy machine)")
     assert "busy" not in set_label([{**run(0, None), "machine_load": None}])  # results from before it was recorded
+
+
+def test_a_stalled_run_is_named_in_the_legend_and_its_curve_ends_in_a_cross(suite: Suite) -> None:
+    runs = suite.group("test_optimizers")
+    assert [r["case_id"] for r in runs if r["stalled"]] == ["softmax-sgd-lr1e-3-bs100"]  # sgd at lr 1e-3
+    for metric in ("loss", "accuracy"):
+        ax = curve_figure("test_optimizers", runs, metric, "test").axes[0]
+        lines = {line.get_label(): line for line in data_lines(ax)}
+        assert "softmax-sgd-lr1e-3-bs100 (stalled)" in lines
+        assert not any("stalled" in label for label in lines if "lr1e-3" not in label or "adam" in label)
+        (cross,) = [line for line in ax.lines if line.get_marker() == "x"]
+        assert cross.get_xydata().tolist() == [lines["softmax-sgd-lr1e-3-bs100 (stalled)"].get_xydata()[-1].tolist()]

@@ -198,7 +198,7 @@ def test_markdown_table_per_group(study: Study, tmp_path: Path, capsys: pytest.C
 
 # -------------------------------------------------------------------------------------- figures
 def test_figures_per_group_are_png(study: Study, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run_report(capsys, study.json_path, "-o", tmp_path)
+    code, out, err = run_report(capsys, study.json_path, "-o", tmp_path, "--figures", "loss,accuracy")
     assert code == 0, err
     figures = tmp_path / "figures"
     expected = {f"{group}-{kind}.png" for group in study.groups() for kind in ("loss", "accuracy")}
@@ -586,7 +586,7 @@ def test_seed_spread_in_html_and_latex(seeded: Study, tmp_path: Path, capsys: py
 
 def test_figures_still_drawn_for_seeded_cases(seeded: Study, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run_report(capsys, seeded.json_path, "-o", tmp_path)
+    code, _, err = run_report(capsys, seeded.json_path, "-o", tmp_path, "--figures", "loss,accuracy")
     assert code == 0, err
     expected = {f"{group}-{kind}.png" for group in seeded.groups() for kind in ("loss", "accuracy")}
     assert {p.name for p in (tmp_path / "figures").iterdir()} == expected
@@ -793,7 +793,7 @@ BUILTINS = {
     "augmentation": ("augmentations", ["rotation"]),
     "dataset": ("datasets", ["mnist-5k", "mnist"]),
     "figure": ("figures", ["loss", "accuracy", "lr", "heatmap", "params", "target", "utilisation", "profile",
-                           "scaling"]),
+                           "scaling", "loss-scales", "error", "seeds", "gap"]),
 }
 
 

@@ -29,7 +29,8 @@ from convbench.report.names import MAX_LENGTH, Names, safe_name
 from convbench.report.scaling import scaling_rows
 from convbench.result import RECORD_SCHEMA, RoundTimes, RunResult, Target, Telemetry, ThroughputResult, Timing
 
-FIGURE_KINDS = ("loss", "accuracy", "lr", "heatmap", "params", "target", "utilisation", "profile", "scaling")
+FIGURE_KINDS = ("loss", "accuracy", "lr", "heatmap", "params", "target", "utilisation", "profile", "scaling",
+                "loss-scales", "error", "seeds", "gap")
 HOSTILE = "a|b\nc | d"  # a label that would break a Markdown table: a column bar and a new line
 
 

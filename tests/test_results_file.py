@@ -100,7 +100,8 @@ BAD_LINES = {
 #: name -> (a line that reads as a record but holds an invalid result, what the error says about it)
 INVALID_RESULTS = {
     "other-result-schema": (_other_result_schema, "field 'schema': expected one of 'convbench.result/1', "
-                                                   "'convbench.result/2', got 'convbench.result/999'"),
+                                                   "'convbench.result/2', 'convbench.result/3', "
+                                                   "got 'convbench.result/999'"),
     "result-without-timing": (_result_without_timing, "field 'timing' is missing"),
 }
 

@@ -82,7 +82,7 @@ def make_report(paths: list[str | Path], out_dir: Path, *, figures: bool = True,
     report.written += write_tables(frame, tables, out_dir, names)
     report.written += write_pivots(pivots, out_dir, names)
     if figures:
-        report.written += write_figures(records, out_dir, figure_options, kinds, names)
+        report.written += write_figures(records, out_dir, figure_options, kinds, names, report.warnings)
     report.written.append(write_index(out_dir, report.written))
     return report
 

@@ -360,6 +360,7 @@ def to_frame(records: list[dict[str, Any]], split: str) -> pd.DataFrame:
             "scale": r.get("scale"),
             "outcome": r.get("outcome"),
             "diverged": r["diverged"],
+            "stalled": r.get("stalled"),  # None: the result predates the stalled verdict
             f"final_{split}_accuracy": final.get(f"{split}_accuracy"),
             f"best_{split}_accuracy": best.get(f"{split}_accuracy"),
             "final_train_loss": final.get("train_loss"),

@@ -9,7 +9,7 @@ Quality and time are judged apart, because a loaded machine moves one and not th
   noise; 0 fails any worsening. Where a case ran with several seeds, a change must also exceed twice
   the pooled standard error of the difference of the means, so that a change which merely reshuffles
   each seed's trajectory is not reported as a regression. A case that converged in BASE (every seed:
-  not diverged, target reached if it had one, test passed) and not in NEW is a regression, and so is a
+  not diverged, not stalled, target reached if it had one, test passed) and not in NEW is a regression, and so is a
   headline metric that BASE recorded and NEW did not (missing, NaN or infinite): a number NEW cannot
   be compared by is never a pass.
 * **Time** (train time per seed, or a throughput case's rounds) is noisy on a shared machine and is
@@ -45,6 +45,8 @@ def converged(record: Record) -> tuple[bool, str | None]:
         return False, "failed before training"
     if record["diverged"]:
         return False, "diverged"
+    if record.get("stalled"):
+        return False, "stalled"
     target = record.get("target") or {}
     if target.get("value") is not None and not target.get("reached"):
         return False, "target not reached"

@@ -80,6 +80,7 @@ def scaling_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "family": case_name(by_size[1], mixed_sources=mixed),
                 "world_size": size,
                 "diverged": diverged,
+                "stalled": record.get("stalled"),  # None: recorded before the verdict existed
                 **_flag_columns(flags),
                 "scaling": "strong" if strong else "weak",
                 "train_time_s": train,

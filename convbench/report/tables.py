@@ -49,7 +49,7 @@ def table_columns(split: str, available: Collection[str], *, with_group: bool = 
     columns = ["case", *(["group"] if with_group else []), "seeds"]
     for metric in metric_columns(split, available):
         columns += [metric, metric + STD_SUFFIX]
-    return [*columns, "diverged", "outcome", *([BUSY] if BUSY in available else [])]
+    return [*columns, "diverged", "stalled", "outcome", *([BUSY] if BUSY in available else [])]
 
 
 # ----------------------------------------------------------------------------------- grouping
@@ -148,8 +148,8 @@ def aggregate_seeds(runs: pd.DataFrame, split: str, *, with_group: bool = False)
             if metric == "samples_per_s":
                 mean, std = whole(mean), whole(std)
             row[metric], row[metric + STD_SUFFIX] = mean, std
-        diverged = [bool(v) for v in seeds["diverged"]]
-        row["diverged"] = diverged[0] if len(set(diverged)) == 1 else f"{sum(diverged)}/{len(diverged)}"
+        row["diverged"] = _verdict_count(seeds["diverged"].tolist())
+        row["stalled"] = _verdict_count(seeds["stalled"].tolist())
         row["outcome"] = _summary([plain(v) for v in seeds["outcome"]])
         if BUSY in runs.columns:  # "yes", or "2 yes, 1 no" over the seeds ("-": not recorded)
             row[BUSY] = _summary([plain(v) or "-" for v in seeds[BUSY]])
@@ -157,6 +157,19 @@ def aggregate_seeds(runs: pd.DataFrame, split: str, *, with_group: bool = False)
     # object dtype keeps None (not recorded) apart from NaN (recorded): see convbench.report.formats
     table = pd.DataFrame(rows, columns=table_columns(split, runs.columns, with_group=with_group), dtype=object)
     return table.astype({"seeds": int})
+
+
+def _verdict_count(values: list[Any]) -> Any:
+    """A verdict over the seeds: True/False when they agree, else ``"1/3"`` (how many of them had it).
+
+    None (the result predates the verdict) is unknown, never False: all unknown is None; a mix counts
+    only the seeds that were judged."""
+    judged = [bool(plain(v)) for v in values if plain(v) is not None]
+    if not judged:
+        return None
+    if len(judged) == len(values) and len(set(judged)) == 1:
+        return judged[0]
+    return f"{sum(judged)}/{len(judged)}"
 
 
 # ----------------------------------------------------------------------------------- sorting
@@ -175,7 +188,7 @@ def _is_number(value: Any) -> bool:
 
 
 def _sort_key(column: pd.Series) -> pd.Series:
-    if column.name == "diverged":
+    if column.name in ("diverged", "stalled"):
         return column.map(_diverged_fraction)
     if column.dtype == object:
         values = [plain(v) for v in column]

@@ -3,8 +3,13 @@
 
 `convbench report` draws every kind that ``--figures`` names (default: the kinds marked `FigureKind.default`),
 once per benchmark group, or once over all groups for `FigureKind.across_groups` kinds, wherever
-`FigureKind.applies` says the records give it something to show. Adding a figure is one class and one
-``register`` call; the command line's help, validation and listing follow from the registry.
+`FigureKind.applies` says the records give it something to show. So the default set is picked by the data:
+each default kind is drawn where, and only where, its `applies` holds, and each built-in `applies` is strict
+(an lr figure needs cases that differ only in their learning rate, a seed figure a configuration with two
+seeds), so that a report without ``--figures`` holds the figures its study supports and no empty ones. A kind
+named with ``--figures`` that applies nowhere is reported in one line saying what it needs (`FigureKind.needs`).
+Adding a figure is one class and one ``register`` call; the command line's help, validation and listing follow
+from the registry.
 
 This module is light on purpose (no matplotlib): plugin modules import `FigureKind` from it, and every
 training process loads the plugins.
@@ -38,6 +43,9 @@ class FigureOptions:
     formats: tuple[str, ...] = ("png",)
     x: str = "step"
     log_y: bool = True
+    #: Whether ``--figures all`` chose the kinds: kinds that apply nowhere are then left out without a word,
+    #: while a kind asked for by name that applies nowhere is reported (`FigureKind.needs`).
+    every_kind: bool = False
 
     @classmethod
     def parse(cls, kinds: str | None = None, formats: str | None = None, x: str = "step", log_y: bool = True,
@@ -46,19 +54,20 @@ class FigureOptions:
 
         ``available`` are the figure kinds to choose from; by default, the registered ones.
         """
-        chosen_kinds = None
+        chosen_kinds, every_kind = None, False
         if kinds is not None:
             if available is None:
                 from convbench.report.figures.writer import figure_names
 
                 available = figure_names()
             chosen_kinds = _choices(kinds, (*available, "all"), "--figures")
-            if "all" in chosen_kinds:
+            every_kind = "all" in chosen_kinds
+            if every_kind:
                 chosen_kinds = tuple(available)
         chosen_formats = ("png",) if formats is None else _choices(formats, FORMATS, "--format")
         if x not in X_AXES:
             raise ConvbenchError(f"--x must be one of {', '.join(X_AXES)}, got {x!r}")
-        return cls(chosen_kinds, chosen_formats, x, log_y)
+        return cls(chosen_kinds, chosen_formats, x, log_y, every_kind=every_kind)
 
 
 def _choices(text: str, valid: Sequence[str], option: str) -> tuple[str, ...]:
@@ -82,9 +91,13 @@ class FigureKind:
     default: ClassVar[bool] = False
     #: The file name of an across-groups figure; None: the registered name.
     file_stem: ClassVar[str | None] = None
+    #: What `applies` looks for, for the line the report prints when a kind asked for by name applies
+    #: nowhere: "--figures NAME: drawn for no group; it needs <needs>".
+    needs: ClassVar[str] = "runs that give it something to show"
 
     def applies(self, records: list[Record], options: FigureOptions) -> bool:
-        """Whether these runs (one group's, or every group's) give the figure something to show."""
+        """Whether these runs (one group's, or every group's) give the figure something to show. A default
+        kind is drawn wherever this holds, so it should hold only where the figure says something."""
         return bool(records)
 
     def draw(self, group: str | None, records: list[Record], options: FigureOptions) -> Figure:

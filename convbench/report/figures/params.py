@@ -51,11 +51,20 @@ def params_figure(group: str, records: list[Record]) -> Figure:
     return fig
 
 
+def has_trajectory(record: Record) -> bool:
+    """Whether the run recorded a parameter at two or more steps (one point is no trajectory)."""
+    series = _series(record) if record["curves"].get("params") else {}
+    return any(name != "step" and np.isfinite(values).sum() >= 2 for name, values in series.items())
+
+
 class ParamsFigure(FigureKind):
     """Parameter trajectories (such as W and b of linear_regression); for runs that record them."""
 
+    default = True
+    needs = "parameter trajectories (a model with convbench_trajectory, such as linear_regression)"
+
     def applies(self, records: list[Record], options: FigureOptions) -> bool:
-        return any(r["curves"].get("params") for r in records)
+        return any(has_trajectory(r) for r in records)
 
     def draw(self, group: str | None, records: list[Record], options: FigureOptions) -> Figure:
         return params_figure(str(group), records)

@@ -1,10 +1,12 @@
 """Scaling over world sizes: speedup against world size, and where the time of one case goes.
 
-A flagged row (`convbench.report.plausibility`: superlinear, oversubscribed, busy machine) or a
-diverged one has no speedup worth a point: it is left out of the speedup lines and named in a note
-under the figure, so that an impossible 3.7x on 2 cores is never drawn as a result. In the time
-bars, the ideal compute is never drawn above the measured time: where a run was faster than ideal
-its bar is cut at the measured time, drawn faded, and labelled with its flags.
+A flagged row (`convbench.report.plausibility`: superlinear, oversubscribed, busy machine), a diverged
+one or a stalled one (it never learned: the speed of a broken configuration answers no scaling question) has
+no speedup worth a point:
+it is left out of the speedup lines and named in a note under the figure, so that an impossible 3.7x on
+2 cores is never drawn as a result. In the time bars, the ideal compute is never drawn above the measured
+time: where a run was faster than ideal its bar is cut at the measured time, drawn faded, and labelled
+with its flags.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from convbench.report.figures import FigureKind, FigureOptions
-from convbench.report.figures.style import plt
-from convbench.report.identity import Record
+from convbench.report.figures.style import plt, stalled
+from convbench.report.identity import Record, case_name, mixes_sources
 from convbench.report.scaling import scaling_rows
 
 #: Notes under the figure beyond this many rows are summed up in one line.
@@ -25,18 +27,45 @@ MAX_NOTES = 6
 _FADED = 0.35
 
 
+def scaling_table(records: list[Record]) -> Any:
+    """`scaling_rows` as a DataFrame, with ``stalled`` (the run never learned) and ``base_stalled`` (its
+    family's world-size-1 run never learned) per row; False for results written before the verdict."""
+    import pandas as pd
+
+    table = pd.DataFrame(scaling_rows(records))
+    mixed = mixes_sources(records)
+    verdicts = {(r["group"], case_name(r, mixed_sources=mixed)): stalled(r) for r in records}
+    table["stalled"] = [verdicts.get((group, case), False) for group, case in zip(table["group"], table["case"],
+                                                                                  strict=True)]
+    base = table[table["world_size"] == 1].set_index("family")["stalled"]
+    table["base_stalled"] = [bool(base.get(family, False)) for family in table["family"]]
+    return table
+
+
+def _column(rows: Any, name: str) -> Any:
+    """A boolean column; all False where the table has none (built from `scaling_rows` alone)."""
+    return rows[name].astype(bool) if name in rows else rows["world_size"] != rows["world_size"]
+
+
 def drawn_speedups(rows: Any) -> Any:
-    """The speedups the figure draws: NaN where the row is flagged, diverged or has none."""
-    trusted = (rows["flags"] == "") & ~rows["diverged"].astype(bool) & rows["speedup"].notna()
+    """The speedups the figure draws: NaN where the row is flagged, diverged, stalled, measured against a
+    stalled world-size-1 run, or has none."""
+    trusted = (rows["flags"] == "") & ~rows["diverged"].astype(bool) & ~_column(rows, "stalled") \
+        & ~_column(rows, "base_stalled") & rows["speedup"].notna()
     return rows["speedup"].where(trusted).astype(float)
 
 
 def left_out_notes(table: Any) -> list[str]:
-    """Why each row that the speedup lines leave out is missing: its flags, or a divergence."""
+    """Why each row that the speedup lines leave out is missing: its flags, a divergence or a stall (its
+    own, or its world-size-1 run's)."""
     several = table["family"].nunique() > 1
+    stalls, base_stalls = _column(table, "stalled"), _column(table, "base_stalled")
     notes = []
-    for _, row in table.iterrows():
-        why = [name for name, found in (("diverged", row["diverged"]), (row["flags"], row["flags"])) if found]
+    for (_, row), stall, base_stall in zip(table.iterrows(), stalls, base_stalls, strict=True):
+        why = [name for name, found in (("diverged", row["diverged"]), ("stalled", stall),
+                                        (row["flags"], row["flags"])) if found]
+        if not why and base_stall:
+            why = ["its world-size-1 run stalled"]
         if not why and (row["speedup"] is None or math.isnan(row["speedup"])):
             why = ["its world-size-1 run diverged"]
         if why:
@@ -93,8 +122,9 @@ def _time_panel(ax: Any, rows: Any, case: str) -> None:
 
 def scaling_figure(table: Any) -> Figure:
     """Speedup against world size, one line per case, with the ideal line (left); where the time of
-    the first case goes at each world size (right). ``table`` holds `scaling_rows`; flagged and
-    diverged rows are left out of the speedup lines and named in a note under the figure."""
+    the first case goes at each world size (right). ``table`` holds `scaling_rows` (`scaling_table` adds
+    the stall verdicts); flagged, diverged and stalled rows are left out of the speedup lines and named in a
+    note under the figure."""
     fig, (speed_ax, time_ax) = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
     _speedup_panel(speed_ax, table, sorted(table["world_size"].unique()))
     first_case = table["family"].iloc[0]
@@ -110,11 +140,10 @@ class ScalingFigure(FigureKind):
 
     across_groups = True
     default = True
+    needs = "a case run on world size 1 and on a larger world size"
 
     def applies(self, records: list[Record], options: FigureOptions) -> bool:
         return bool(scaling_rows(records))
 
     def draw(self, group: str | None, records: list[Record], options: FigureOptions) -> Figure:
-        import pandas as pd
-
-        return scaling_figure(pd.DataFrame(scaling_rows(records)))
+        return scaling_figure(scaling_table(records))

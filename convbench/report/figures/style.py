@@ -25,18 +25,43 @@ def number(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
+def stalled(record: Record) -> bool:
+    """Whether the run never learned (the engine's "stalled" verdict); False for results written before it."""
+    return bool(record.get("stalled", False))
+
+
+def failed(record: Record) -> bool:
+    """Whether the run diverged or stalled: a curve that ends in a cross, a point that is no result."""
+    return bool(record.get("diverged")) or stalled(record)
+
+
 def set_label(runs: list[Record]) -> str:
     """The legend entry of a configuration: its case id (without the seed when it has several), the seed
-    count, how many seeds diverged, and how many were measured on a busy machine (their times, and the
-    curves drawn against time, are not to be trusted like the others)."""
+    count, how many seeds diverged, how many stalled (never learned: `stalled`), and how many were measured
+    on a busy machine (their times, and the curves drawn against time, are not to be trusted like the others)."""
     name = configuration_name(runs)
     if len(runs) > 1:
         name += f" (mean of {len(runs)} seeds)"
+    return name + run_flags(runs)
+
+
+def row_label(runs: list[Record]) -> str:
+    """A configuration's name where its seeds are drawn as one row of points or bars: the case id (without
+    the seed when it has several), how many seeds, and `run_flags`."""
+    seeds = f" ({len(runs)} seeds)" if len(runs) > 1 else ""
+    return configuration_name(runs) + seeds + run_flags(runs)
+
+
+def run_flags(runs: list[Record]) -> str:
+    """`` (diverged)``, `` (2 stalled)``, `` (1 busy machine)``...: what marks some of a configuration's runs;
+    without a count for a single run."""
+    text = ""
     for flag, count in (("diverged", sum(bool(r["diverged"]) for r in runs)),
+                        ("stalled", sum(stalled(r) for r in runs)),
                         ("busy machine", sum(bool((r.get("machine_load") or {}).get("busy")) for r in runs))):
         if count:
-            name += f" ({flag})" if len(runs) == 1 else f" ({count} {flag})"
-    return name
+            text += f" ({flag})" if len(runs) == 1 else f" ({count} {flag})"
+    return text
 
 
 def plain_log_ticks(axis: Any) -> None:

@@ -1,9 +1,11 @@
-"""Sweeps: the headline metric against the learning rate, and over a grid of two varied case fields."""
+"""Sweeps: the headline metric against the learning rate, and over a grid of two varied case fields (one
+grid per value of a third, for an optimizer x batch size x learning rate study)."""
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -75,66 +77,149 @@ def lr_figure(group: str, records: list[Record], split: str) -> Figure:
     return fig
 
 
-def heatmap_data(records: list[Record], split: str) -> tuple[str, str, list[Any], list[Any], np.ndarray]:
-    """(row field, column field, row values, column values, mean headline metric per cell; NaN where no run)."""
-    fields = varied_fields(records)
+def heatmap_data(records: list[Record], split: str, fields: tuple[str, str] | None = None,
+                 values: tuple[list[str | None], list[str | None]] | None = None,
+                 ) -> tuple[str, str, list[Any], list[Any], np.ndarray]:
+    """(row field, column field, row values, column values, mean headline metric per cell; NaN where no run).
+
+    ``fields`` (default: the two varied fields) and their ``values`` as JSON text (default: those the runs
+    have) let the panels of one figure share their rows and columns.
+    """
+    fields = fields or tuple(varied_fields(records))
     if len(fields) != 2:
-        raise ValueError(f"a heatmap needs exactly two varied fields, got {fields}")
+        raise ValueError(f"a heatmap needs exactly two varied fields, got {list(fields)}")
     metric = headline(records, split)
     row_field, col_field = fields
     # values are told apart by their JSON text: a list value (augmentations) cannot be a set member or a key
     flats = [flat_case(r) for r in records]
-    rows = sorted({flat.get(row_field) for flat in flats}, key=_text_order)
-    cols = sorted({flat.get(col_field) for flat in flats}, key=_text_order)
+    rows, cols = values or (_values(flats, row_field), _values(flats, col_field))
     cells: dict[tuple[int, int], list[float]] = {}
     for record, flat in zip(records, flats, strict=True):
         key = (rows.index(flat.get(row_field)), cols.index(flat.get(col_field)))
         cells.setdefault(key, []).append(number(metric.value(record)))
     grid = np.full((len(rows), len(cols)), math.nan)
-    for (i, j), values in cells.items():
-        grid[i, j] = float(np.mean(values))
+    for (i, j), cell in cells.items():
+        grid[i, j] = float(np.mean(cell))
     return row_field, col_field, [_parsed(r) for r in rows], [_parsed(c) for c in cols], grid
 
 
+def _values(flats: list[dict[str, str]], field: str) -> list[str | None]:
+    return sorted({flat.get(field) for flat in flats}, key=_text_order)
+
+
+def heatmap_panels(records: list[Record]) -> tuple[str | None, tuple[str, str], list[tuple[Any, list[Record]]]]:
+    """(panel field, (row field, column field), [(panel value, its runs)]): one panel for a group that
+    differs in two case fields; for three (optimizer x batch size x lr), one panel per value of the field
+    with the fewest values (the first in case-field order on a tie), each a grid of the other two, and only
+    the panels whose runs form a grid (`is_grid` over those two fields)."""
+    fields = varied_fields(records)
+    if len(fields) == 2:
+        return None, (fields[0], fields[1]), [(None, records)] if is_grid(records, fields) else []
+    if len(fields) != 3:
+        return None, ("", ""), []
+    flats = [flat_case(r) for r in records]
+    panel = min(fields, key=lambda f: len(_values(flats, f)))
+    row_field, col_field = (f for f in fields if f != panel)
+    panels = []
+    for value in _values(flats, panel):
+        members = [r for r, flat in zip(records, flats, strict=True) if flat.get(panel) == value]
+        if is_grid(members, (row_field, col_field)):
+            panels.append((_parsed(value), members))
+    return panel, (row_field, col_field), panels
+
+
 def heatmap_figure(group: str, records: list[Record], split: str) -> Figure:
-    """The mean headline metric over a two-field grid, annotated cell by cell."""
-    row_field, col_field, rows, cols, grid = heatmap_data(records, split)
+    """The mean headline metric over a two-field grid, annotated cell by cell; with a third varied field,
+    one such grid per value of it, side by side on one colour scale."""
+    panel_field, fields, panels = heatmap_panels(records)
+    if not panels:
+        raise ValueError(f"no grid of two case fields to draw among {varied_fields(records)}")
     metric = headline(records, split)
-    fig, ax = plt.subplots(figsize=(2.2 + 1.3 * len(cols), 1.8 + 0.8 * len(rows)), layout="constrained")
+    flats = [flat_case(r) for r in records]
+    values = (_values(flats, fields[0]), _values(flats, fields[1]))
+    drawn = [(value, heatmap_data(members, split, fields, values)[4]) for value, members in panels]
+    rows, cols = [_parsed(r) for r in values[0]], [_parsed(c) for c in values[1]]
+    finite = np.concatenate([grid[np.isfinite(grid)] for _, grid in drawn])
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    fig, axes = plt.subplots(1, len(drawn), figsize=(1.0 + (1.2 + 1.3 * len(cols)) * len(drawn),
+                                                     1.8 + 0.8 * len(rows)),
+                             layout="constrained", squeeze=False, sharey=True)
     cmap = "viridis" if metric.higher_is_better else "viridis_r"  # bright is good either way
-    image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, aspect="auto")
-    ax.set_xticks(range(len(cols)), [str(c) for c in cols])
-    ax.set_yticks(range(len(rows)), [str(r) for r in rows])
-    ax.set_xlabel(col_field)
-    ax.set_ylabel(row_field)
-    finite = grid[np.isfinite(grid)]
-    middle = (finite.min() + finite.max()) / 2 if finite.size else 0.0
-    for i in range(len(rows)):
-        for j in range(len(cols)):
-            value = grid[i, j]
-            text = "-" if math.isnan(value) else f"{value:.3g}"
-            light = math.isnan(value) or (value < middle) == (cmap == "viridis")
-            ax.text(j, i, text, ha="center", va="center", color="white" if light else "black", fontsize="medium")
-    fig.colorbar(image, ax=ax, label=metric.label + " (mean over seeds)")
-    ax.set_title(f"{group}: {metric.label}", fontsize="medium")
+    for ax, (value, grid) in zip(axes[0], drawn, strict=True):
+        image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, aspect="auto", vmin=low, vmax=high)
+        ax.set_xticks(range(len(cols)), [str(c) for c in cols])
+        ax.set_yticks(range(len(rows)), [str(r) for r in rows])
+        ax.set_xlabel(fields[1])
+        middle = (low + high) / 2
+        for i in range(len(rows)):
+            for j in range(len(cols)):
+                cell = grid[i, j]
+                text = "-" if math.isnan(cell) else f"{cell:.3g}"
+                light = math.isnan(cell) or (cell < middle) == (cmap == "viridis")
+                ax.text(j, i, text, ha="center", va="center", color="white" if light else "black",
+                        fontsize="medium")
+        if panel_field is not None:
+            ax.set_title(f"{panel_field} = {value}", fontsize="medium")
+    axes[0][0].set_ylabel(fields[0])
+    fig.colorbar(image, ax=list(axes[0]), label=metric.label + " (mean over seeds)")
+    title = f"{group}: {metric.label}"
+    if panel_field is None:
+        axes[0][0].set_title(title, fontsize="medium")
+    else:
+        fig.suptitle(title, fontsize="medium")
     return fig
 
 
+def lr_families(records: list[Record]) -> list[set[float]]:
+    """The learning rates of each family of cases that differ only in their learning rate (and seed)."""
+    families: dict[str, set[float]] = {}
+    for record in records:
+        key = json.dumps({k: v for k, v in flat_case(record).items() if k != "lr"}, sort_keys=True)
+        families.setdefault(key, set()).add(float(record["case"]["lr"]))
+    return list(families.values())
+
+
+def is_grid(records: list[Record], fields: Sequence[str] | None = None) -> bool:
+    """Whether the runs differ in exactly two case fields (``fields``, default: those they differ in), and
+    vary each with the other held: some value of each field is run with two or more values of the other
+    (not only a diagonal, where the two fields change together and a cell's colour cannot say which of them
+    made it)."""
+    if fields is None:
+        fields = varied_fields(records)
+    if len(fields) != 2 or not set(varied_fields(records)) <= set(fields):
+        return False
+    pairs = {tuple(flat_case(r).get(f) for f in fields) for r in records}
+    crosses = [{}, {}]
+    for first, second in pairs:
+        crosses[0].setdefault(first, set()).add(second)
+        crosses[1].setdefault(second, set()).add(first)
+    return all(any(len(others) >= 2 for others in cross.values()) for cross in crosses)
+
+
 class LrFigure(FigureKind):
-    """The headline metric against learning rate; for groups with two or more learning rates."""
+    """The headline metric against learning rate; for groups where some cases differ only in their learning
+    rate, over two or more rates (a line is such a family)."""
+
+    default = True
+    needs = "cases that differ only in their learning rate, over 2 or more rates"
 
     def applies(self, records: list[Record], options: FigureOptions) -> bool:
-        return len({r["case"]["lr"] for r in records}) >= 2
+        return any(len(rates) >= 2 for rates in lr_families(records))
 
     def draw(self, group: str | None, records: list[Record], options: FigureOptions) -> Figure:
         return lr_figure(str(group), records, metric_split(records))
 
 
 class HeatmapFigure(FigureKind):
-    """The mean headline metric over the grid of a group whose cases differ in exactly two case fields."""
+    """The mean headline metric over the grid of a group whose cases differ in two case fields, each varied
+    with the other held (not only along a diagonal); with a third varied field, one grid per value of it."""
+
+    default = True
+    needs = ("cases that differ in two case fields (a third makes panels), each run at 2 or more values of "
+             "the other")
 
     def applies(self, records: list[Record], options: FigureOptions) -> bool:
-        return len(varied_fields(records)) == 2
+        return bool(heatmap_panels(records)[2])
 
     def draw(self, group: str | None, records: list[Record], options: FigureOptions) -> Figure:
         return heatmap_figure(str(group), records, metric_split(records))

@@ -120,6 +120,9 @@ def profile_figure(records: list[Record]) -> Figure:
 class TargetFigure(FigureKind):
     """Time to target per case; cases where some seed missed it as hatched 'not reached' bars."""
 
+    default = True
+    needs = "a case with a target (target_accuracy or target_loss)"
+
     def applies(self, records: list[Record], options: FigureOptions) -> bool:
         return any(_has_target(r) for r in records)
 
@@ -131,10 +134,18 @@ class ProfileFigure(FigureKind):
     """Performance profile across the groups with a target (AlgoPerf-style)."""
 
     across_groups = True
+    default = True
     file_stem = "performance-profile"
+    needs = ("2 or more groups with a target that some optimizer reached, one of them run with 2 or more "
+             "optimizers (a profile compares optimizers over problems)")
 
     def applies(self, records: list[Record], options: FigureOptions) -> bool:
-        return bool(performance_ratios(records)[0])
+        problems, _ = performance_ratios(records)
+        optimizers: dict[str, set[str]] = {}
+        for record in records:
+            if record["group"] in problems and _has_target(record):
+                optimizers.setdefault(record["group"], set()).add(str(record["case"]["optimizer"]))
+        return len(problems) >= 2 and any(len(names) >= 2 for names in optimizers.values())
 
     def draw(self, group: str | None, records: list[Record], options: FigureOptions) -> Figure:
         return profile_figure(records)

@@ -44,10 +44,17 @@ def utilisation_figure(group: str, records: list[Record]) -> Figure:
 
 
 class UtilisationFigure(FigureKind):
-    """Each sampled device's utilisation over each run (GPU from NVML, else CPU percent)."""
+    """Each sampled device's utilisation over each run (GPU from NVML, else CPU percent).
+
+    Not drawn by default: every run longer than the sampling interval has a timeline, so it would be drawn
+    for almost every group, and it tells about the machine, not about the study (the scaling table and
+    figure already give each run's mean utilisation). Ask for it with ``--figures utilisation``.
+    """
+
+    needs = "sampled telemetry: a device timeline with 2 or more samples"
 
     def applies(self, records: list[Record], options: FigureOptions) -> bool:
-        return any(utilisation_series(r) for r in records)
+        return any(len(times) >= 2 for r in records for times, _ in utilisation_series(r).values())
 
     def draw(self, group: str | None, records: list[Record], options: FigureOptions) -> Figure:
         return utilisation_figure(str(group), records)

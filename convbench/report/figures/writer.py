@@ -48,10 +48,20 @@ def figure_names(registry: Registry | None = None) -> list[str]:
     return list(figure_kinds(registry))
 
 
+#: One figure to draw: (group, or None across groups; the runs it is drawn from; kind name; kind).
+Job = tuple[str | None, list[Record], str, FigureKind]
+
+
 def write_figures(records: list[Record], out_dir: Path, options: FigureOptions | None = None,
-                  kinds: dict[str, FigureKind] | None = None, names: Names | None = None) -> list[Path]:
+                  kinds: dict[str, FigureKind] | None = None, names: Names | None = None,
+                  notes: list[str] | None = None) -> list[Path]:
     """Draw and save ``options.kinds`` (default: the kinds marked default) of ``kinds`` (default: the
     registered ones) under ``out_dir/figures``; return the files written.
+
+    Each kind is drawn where its `FigureKind.applies` holds, so without ``--figures`` the report draws the
+    default kinds the data supports. A kind asked for by name that applies nowhere adds one line to
+    ``notes`` (the report's warnings) saying what it needs; one chosen by ``--figures all`` or by default
+    is left out without a word.
 
     ``names`` (the report's, so that a group's figures and tables share a stem) names the files:
     ``<group>-<kind>`` per group, the kind's `FigureKind.file_stem` (else its name) across groups.
@@ -70,13 +80,10 @@ def write_figures(records: list[Record], out_dir: Path, options: FigureOptions |
     chosen = {name: kind for name, kind in kinds.items() if name in wanted}  # in registration order
     out = out_dir / "figures"
     out.mkdir(parents=True, exist_ok=True)
-    groups: dict[str, list[Record]] = {}
-    for record in records:
-        groups.setdefault(record["group"], []).append(record)
-    jobs = [(group, members, name, kind) for group, members in groups.items() for name, kind in chosen.items()
-            if not kind.across_groups and kind.applies(members, options)]
-    jobs += [(None, records, name, kind) for name, kind in chosen.items()
-             if kind.across_groups and kind.applies(records, options)]
+    jobs = figure_jobs(records, chosen, options)
+    if notes is not None and options.kinds is not None and not options.every_kind:
+        drawn = {name for _, _, name, _ in jobs}
+        notes += [not_drawn(name, kind) for name, kind in chosen.items() if name not in drawn]
     written: list[Path] = []
     # Group and case names are text, not TeX: a '$' in a label is a dollar sign, not a formula that fails to
     # parse when the figure is saved. A figure kind that wants TeX passes parse_math=True to its text.
@@ -86,3 +93,22 @@ def write_figures(records: list[Record], out_dir: Path, options: FigureOptions |
                 names.file("figures", names.group(group), name)
             written += save(kind.draw(group, members, options), out / stem, options.formats)
     return written
+
+
+def figure_jobs(records: list[Record], kinds: dict[str, FigureKind], options: FigureOptions) -> list[Job]:
+    """(group or None, its runs, kind name, kind) for each figure to draw: the per-group kinds for each group
+    where they apply, then the across-groups kinds where they apply to all the runs."""
+    groups: dict[str, list[Record]] = {}
+    for record in records:
+        groups.setdefault(record["group"], []).append(record)
+    jobs: list[Job] = [(group, members, name, kind) for group, members in groups.items()
+                       for name, kind in kinds.items() if not kind.across_groups and kind.applies(members, options)]
+    jobs += [(None, records, name, kind) for name, kind in kinds.items()
+             if kind.across_groups and kind.applies(records, options)]
+    return jobs
+
+
+def not_drawn(name: str, kind: FigureKind) -> str:
+    """The one line that says why a kind asked for by name was drawn nowhere."""
+    where = "not drawn" if kind.across_groups else "drawn for no group"
+    return f"--figures {name}: {where}; it needs {kind.needs}"
