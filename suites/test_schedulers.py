@@ -72,7 +72,8 @@ MLP_CASES = [MLP.replace(scheduler=name, scheduler_kwargs=kwargs, label=f"mlp-sg
 MLP_LAST_LR = {"constant": 0.01, "step": 1e-4, "multistep": 1e-4, "exponential": 0.01 * 0.9 ** 14}
 
 
-# Quick scale, seeds 0/1/2: test accuracy 0.xx-0.xx (every schedule), step-0 train accuracy <= 0.13.
+# Quick scale, seeds 0/1/2: test accuracy 0.71-0.85 (step, which spends 10 of 15 epochs at lr <= 1e-3, the
+# lowest); step-0 train accuracy 0.11-0.12 and loss 2.30-2.32.
 @pytest.mark.parametrize("case", MLP_CASES)
 def test_mnist_mlp_schedules_each_train_a_fresh_model(convergence, benchmark, convbench_settings, case):
     name_the_data(benchmark, convbench_settings, case, "MNIST MLP schedulers")
@@ -84,7 +85,7 @@ def test_mnist_mlp_schedules_each_train_a_fresh_model(convergence, benchmark, co
     if label in MLP_LAST_LR:
         assert lrs[-1] == pytest.approx(MLP_LAST_LR[label], rel=1e-3)
     assert not result.diverged and not result.stalled, result.stall
-    assert result.metric("test") > 0.7
+    assert result.metric("test") > 0.6
 
 
 # ------------------------------------------------------------------------------------ CIFAR CNN
@@ -119,7 +120,7 @@ CNN_CASES["warmup_cosine"] = CNN_CASES["warmup_cosine"].replace(
     scales={"quick": {**CNN_CASES["warmup_cosine"].scales["quick"], "warmup_steps": QUICK_STEPS // 4}})
 
 
-# Quick scale, seeds 0/1/2: test accuracy 0.xx-0.xx; none stalled.
+# Quick scale, seeds 0/1/2: test accuracy 0.38-0.70 (cosine lowest), last train loss 0.90-1.66; none stalled.
 @pytest.mark.parametrize("case", [c.param() for c in CNN_CASES.values()])
 def test_cifar_cnn_schedules_learn_from_a_fresh_model(convergence, benchmark, convbench_settings, case):
     name_the_data(benchmark, convbench_settings, case, "CIFAR CNN schedulers")
@@ -127,7 +128,7 @@ def test_cifar_cnn_schedules_learn_from_a_fresh_model(convergence, benchmark, co
     assert_trained_from_scratch(result, case)
     assert not result.diverged and not result.stalled, result.stall
     assert result.final_train_loss < 0.8 * CHANCE_LOSS
-    assert result.metric("test") > 0.3
+    assert result.metric("test") > 0.25
     lrs = result.curves["train"]["lr"]
     assert max(lrs) <= 1e-3 * (1 + 1e-6)  # no schedule went past its peak
     if case.scheduler == "cosine":
@@ -136,7 +137,8 @@ def test_cifar_cnn_schedules_learn_from_a_fresh_model(convergence, benchmark, co
         assert lrs[0] < 0.1 * max(lrs)  # warm-up starts low
 
 
-# The report's peak lr (0.01) with Adam. Quick scale, seeds 0/1/2: stalled, loss 2.30-2.31 at the end.
+# The report's peak lr (0.01) with Adam. Quick scale, seeds 0/1/2: stalled, train loss 2.302-2.303 and test
+# accuracy 0.088 (one class) at the end: the report's 2.3035 and 9.88%.
 BROKEN = CNN.replace(lr=0.01, scheduler="cosine", label="cifar_cnn-adam-lr0.01-cosine")
 
 
