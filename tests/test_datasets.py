@@ -31,7 +31,7 @@ from convbench.engine import RunSettings, prepare_in_this_process, run_in_this_p
 from convbench.errors import ComponentArgumentError, ConvbenchError, DatasetUnavailableError
 from convbench.registry import load_registry
 
-ALL_DATASETS = ("mnist-5k", "mnist", "fashion-mnist", "cifar10", "linear-regression", "fake-images")
+ALL_DATASETS = ("mnist-5k", "mnist", "fashion-mnist", "cifar10", "linear-regression", "fake-images", "cifar10-standin")
 GENERATED = ("linear-regression", "fake-images")
 
 

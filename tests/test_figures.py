@@ -65,7 +65,8 @@ def run_report(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[i
 def data_lines(ax) -> list:
     """The plotted series (markers for diverged ends and start/end points have no legend label; target
     lines are labelled ``target: ...``)."""
-    return [line for line in ax.lines if not line.get_label().startswith(("_", "target: "))]
+    return [line for line in ax.lines
+            if not line.get_label().startswith(("_", "target: ", "diverged or stalled"))]
 
 
 def by_seeds(records: list[dict]) -> dict[str, list[dict]]:
@@ -223,6 +224,20 @@ def test_cli_x_and_log_y_options(suite: Suite, tmp_path: Path, capsys: pytest.Ca
 
 
 # ------------------------------------------------------------------------- lr and heatmaps
+def test_lr_sensitivity_marks_rates_where_a_run_diverged_or_stalled(suite: Suite) -> None:
+    import copy
+
+    runs = copy.deepcopy(suite.group("test_grid"))
+    bad = runs[0]
+    bad["diverged"] = True
+    ax = lr_figure("g", runs, "test").axes[0]
+    crosses = [line for line in ax.lines if line.get_marker() == "x" and len(line.get_xdata())]
+    assert [list(line.get_xdata()) for line in crosses] == [[bad["case"]["lr"]]]
+    assert "diverged or stalled (some seed)" in [line.get_label() for line in ax.lines]
+    clean = lr_figure("g", suite.group("test_grid"), "test").axes[0]
+    assert not [line for line in clean.lines if line.get_marker() == "x"]
+
+
 def test_lr_sensitivity_is_the_mean_final_accuracy_per_lr(suite: Suite) -> None:
     runs = suite.group("test_grid")
     ax = lr_figure("test_grid", runs, "test").axes[0]

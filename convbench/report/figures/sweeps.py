@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from convbench.report.figures import FigureKind, FigureOptions
-from convbench.report.figures.style import finish, number, plt
+from convbench.report.figures.style import failed, finish, number, plt
 from convbench.report.identity import Record, configuration, headline, metric_split
 
 
@@ -58,10 +58,14 @@ def lr_figure(group: str, records: list[Record], split: str) -> Figure:
     metric = headline(records, split)
     others = [f for f in varied_fields(records) if f != "lr"]
     lines: dict[str, dict[float, list[float]]] = {}
+    failures: dict[str, set[float]] = {}  # the rates where some seed diverged or stalled
     for record in records:
         name = ", ".join([str(record["case"]["optimizer"])]
                          + [f"{f}={_field_value(record, f)}" for f in others if f != "optimizer"])
-        lines.setdefault(name, {}).setdefault(float(record["case"]["lr"]), []).append(number(metric.value(record)))
+        lr = float(record["case"]["lr"])
+        lines.setdefault(name, {}).setdefault(lr, []).append(number(metric.value(record)))
+        if failed(record):
+            failures.setdefault(name, set()).add(lr)
     fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
     for name, by_lr in lines.items():
         lrs = sorted(by_lr)
@@ -70,6 +74,12 @@ def lr_figure(group: str, records: list[Record], split: str) -> Figure:
         if any(len(by_lr[lr]) > 1 for lr in lrs):
             ax.fill_between(lrs, [min(by_lr[lr]) for lr in lrs], [max(by_lr[lr]) for lr in lrs],
                             color=line.get_color(), alpha=0.2, linewidth=0)
+        bad = [i for i, lr in enumerate(lrs) if lr in failures.get(name, ())]
+        if bad:  # a diverged or stalled run's number is no result: a cross says so
+            ax.plot([lrs[i] for i in bad], values[bad], linestyle="none", marker="x", markersize=11,
+                    markeredgewidth=2, color=line.get_color())
+    if failures:
+        ax.plot([], [], linestyle="none", marker="x", color="0.3", label="diverged or stalled (some seed)")
     ax.set_xscale("log")
     ax.set_xlabel("learning rate (log scale)")
     ax.set_ylabel(metric.label + " (mean over seeds)")
