@@ -93,14 +93,14 @@ def test_identical_runs_with_noisy_times_pass(tmp_path: Path, capsys: pytest.Cap
     assert code == 0, err
     row = compared(out)[CASE]
     assert row["time"] == f"{change(before, after):+.1%}" and row["status"] == "ok"
-    assert "1 cases compared: no regressions" in out
+    assert "1 case compared: no regressions" in out
 
 
 def test_one_run_each_is_not_enough_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = gate(capsys, tmp_path, [run(train_s=2.0)], [run(train_s=3.0)])
     assert code == 0, err
     assert compared(out)[CASE]["status"] == "ok (time +50.0% not judged: not enough data (1 run each; need 3))"
-    assert "times not judged for 1 of 1 cases: 1 with too few runs or rounds a side" in out
+    assert "times not judged for 1 of 1 case: 1 with too few runs or rounds a side" in out
 
 
 def test_one_run_each_judged_when_asked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -237,7 +237,7 @@ def test_throughput_slowdown_is_a_regression(tmp_path: Path, capsys: pytest.Capt
     assert row["samples_per_s new"] == str(round(1000 / statistics.fmean(after)))
     assert row["time"] == f"{change(before, after):+.1%}"
     assert row["status"].startswith("REGRESSION: slower") and f"Welch p = {p:.2g}" in row["status"]
-    assert "1 cases compared (1 throughput): 1 regression(s)" in out
+    assert "1 case compared (1 throughput): 1 regression(s)" in out
 
 
 def test_throughput_rounds_on_a_busy_machine_are_not_judged(tmp_path: Path,

@@ -499,7 +499,7 @@ def test_an_entry_left_out_of_new_is_an_error_not_a_pass(tmp_path: Path, capsys:
     captured = capsys.readouterr()
     (line,) = [line for line in captured.err.splitlines() if "error" in line]
     assert line.startswith(f"convbench: error: {new_path}: benchmark ") and "field 'final'" in line
-    assert "1 cases compared" in captured.out  # the rest is still compared
+    assert "1 case compared" in captured.out  # the rest is still compared
 
 
 # ----------------------------------------------------------------------------------- scaling

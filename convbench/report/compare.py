@@ -194,7 +194,8 @@ def _unjudged_times(comparison: Comparison, rules: Rules) -> list[str]:
         return []
     why = [f"{few} with too few runs or rounds a side (--min-time-samples)"] if few else []
     why += [f"{busy} measured on a busy machine (--judge-busy)"] if busy else []
-    return [f"times not judged for {few + busy} of {len(compared)} cases: {'; '.join(why)}"]
+    cases = f"{len(compared)} case{'s' * (len(compared) != 1)}"
+    return [f"times not judged for {few + busy} of {cases}: {'; '.join(why)}"]
 
 
 def _text(comparison: Comparison, base: str | Path, new: str | Path, metric: Headline, rules: Rules) -> str:
@@ -210,6 +211,7 @@ def _text(comparison: Comparison, base: str | Path, new: str | Path, metric: Hea
             lines += [one_line(f"  {_key_name(key)}") for key in keys]
     regressions, throughput = comparison.regressions, len(comparison.throughput)
     lines += ["", *_unjudged_times(comparison, rules),
-              f"{len(comparison.compared)} cases compared" + (f" ({throughput} throughput)" if throughput else "")
+              f"{len(comparison.compared)} case{'s' * (len(comparison.compared) != 1)} compared"
+              + (f" ({throughput} throughput)" if throughput else "")
               + ": " + (f"{len(regressions)} regression(s)" if regressions else "no regressions")]
     return "\n".join(lines)
