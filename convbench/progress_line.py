@@ -65,11 +65,13 @@ class ProgressLine:
         self._started = 0.0
         self._last_print: float | None = None
         self._unshown: str | None = None  # the latest line a log has not shown yet
+        self._training_since: float | None = None
 
     def start_case(self, case_id: str) -> None:
         self.index += 1
         self._case_id = case_id
         self._started = self._clock()
+        self._training_since: float | None = None
         self._last_print = None
         self._unshown = None
 
@@ -82,9 +84,13 @@ class ProgressLine:
         self._unshown = None
 
     def __call__(self, progress: Any) -> None:
-        elapsed = self._clock() - self._started
+        now = self._clock()
+        elapsed = now - self._started
+        if self._training_since is None:  # the first report: what came before it was setup, not steps
+            self._training_since = now
         done = progress.step / progress.total_steps if progress.total_steps else 1.0
-        eta = f"  ETA {_duration(elapsed * (1 - done) / done)}" if 0 < done < 1 else ""
+        training = now - self._training_since
+        eta = f"  ETA {_duration(training * (1 - done) / done)}" if 0 < done < 1 else ""
         metrics = _headline(progress.metrics)
         detail = f"step {progress.step}/{progress.total_steps}  {metrics}  {_duration(elapsed)}{eta}"
         self._show(detail, last=progress.step >= progress.total_steps)

@@ -167,17 +167,19 @@ def _secondary_rank() -> bool:
 
 # ----------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="session")
-def convbench_settings(pytestconfig: pytest.Config) -> RunSettings:
+def convbench_settings(pytestconfig: pytest.Config) -> Iterator[RunSettings]:
     """The session's `RunSettings` (scale, data root, download permission, progress printer)."""
     from convbench.engine import RunSettings
 
     data_root = pytestconfig.getoption("convbench_data_root")
     threads = pytestconfig.getoption("convbench_threads")
+    previous_threads = None
     if threads is not None:  # before the first case: each case's isolation then keeps it
         import torch
 
+        previous_threads = torch.get_num_threads()
         torch.set_num_threads(threads)
-    return RunSettings(
+    yield RunSettings(
         data_root=Path(data_root).expanduser() if data_root else None,
         download=pytestconfig.getoption("convbench_download"),
         scale=pytestconfig.getoption("convbench_scale"),
@@ -185,6 +187,10 @@ def convbench_settings(pytestconfig: pytest.Config) -> RunSettings:
         telemetry_interval_s=pytestconfig.getoption("convbench_telemetry_interval") or None,
         progress=None if pytestconfig.getoption("convbench_no_progress") else _progress_printer(pytestconfig),
     )
+    if previous_threads is not None:  # the process may go on (pytester, an embedding tool): put it back
+        import torch
+
+        torch.set_num_threads(previous_threads)
 
 
 def _session_case(case: Case, settings: RunSettings, world_size: int | None, request: pytest.FixtureRequest) -> Case:
@@ -437,8 +443,12 @@ def _check_case_ids(session: pytest.Session) -> None:
     `compare`: stop before anything trains, naming both tests."""
     first: dict[str, tuple[pytest.Item, Case]] = {}
     clashes = []
+    scale = session.config.getoption("convbench_scale")
     for item, case in _collected_cases(session):
-        configuration = case.replace(label=None, scales={})
+        try:
+            configuration = case.at_scale(scale).replace(label=None, scales={})  # what trains this session
+        except ConvbenchError:
+            continue  # the case fails in its own test, in one line
         seen = first.setdefault(case.id, (item, configuration))
         if seen[1] != configuration:
             clashes.append(f"{seen[0].nodeid} and {item.nodeid} are different cases with the id {case.id!r}")
@@ -523,9 +533,10 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         for line in summary([r.fields for r in finished if r.key == "convbench"],
                             [r.fields for r in finished if r.key != "convbench"]):
             terminalreporter.write_line(line)
-        written = [(what, path) for what, path in (("results file", results_path(config)),
-                                                   ("benchmark JSON", config.getoption("benchmark_json", None)))
-                   if path is not None]
+        # pytest-benchmark's --benchmark-json is a path (5.x) or, in older versions, an open file
+        written = [(what, getattr(path, "name", path)) for what, path in (
+            ("results file", results_path(config)), ("benchmark JSON", config.getoption("benchmark_json", None)))
+            if path is not None]
         for what, path in written:
             terminalreporter.write_line(f"{what}: {path}")
         if written:

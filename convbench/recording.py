@@ -119,7 +119,8 @@ class RunRecorder:
         final = self._final()
         train_loss = final.get("train_loss")
         if train_loss is None and steps:
-            train_loss = finite_or_none(self.losses[max(0, steps - self.stride):steps].double().mean().item())
+            window = max(self.stride, 10)  # at least ten steps: one minibatch's loss is noise
+            train_loss = finite_or_none(self.losses[max(0, steps - window):steps].double().mean().item())
         return judge(chance, train_loss, final_accuracies(final), steps)
 
     def _final(self) -> dict[str, float | None]:

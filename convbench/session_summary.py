@@ -9,10 +9,12 @@ every session that trained a case).
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from convbench.report.identity import headline
+from convbench.report.identity import configuration_name, headline, seed_sets
 
 Record = dict[str, Any]
 
@@ -20,9 +22,14 @@ Record = dict[str, Any]
 MAX_NAMES = 4
 
 
-def _names(records: Sequence[Record]) -> str:
-    shown = [r["case_id"] for r in records[:MAX_NAMES]]
-    more = len(records) - len(shown)
+def _name(record: Record) -> str:
+    """A run's case id; a case that failed before training has only its test name."""
+    return str(record.get("case_id") or record.get("test") or "?")
+
+
+def _names(names: Sequence[str]) -> str:
+    shown = list(names[:MAX_NAMES])
+    more = len(names) - len(shown)
     return ", ".join(shown) + (f" and {more} more" if more else "")
 
 
@@ -30,36 +37,57 @@ def _count(n: int, what: str) -> str:
     return f"{n} {what}" + ("" if n == 1 else "s")
 
 
+def _verdict_names(configurations: Sequence[Sequence[Record]], verdict: str) -> list[str]:
+    """The configurations where some seed has ``verdict`` (diverged, stalled), with how many seeds did."""
+    names = []
+    for runs in configurations:
+        hit = sum(bool(r.get(verdict)) for r in runs)
+        if hit:
+            names.append(configuration_name(runs) + (f" ({hit}/{len(runs)} seeds)" if len(runs) > 1 else ""))
+    return names
+
+
 def group_lines(group: str, records: Sequence[Record]) -> list[str]:
-    """The summary of one group's convergence records (result fields plus ``outcome`` and ``error``)."""
+    """The summary of one group's convergence records (result fields plus ``outcome`` and ``error``).
+
+    Runs that differ only in their seed are one case, as in the report's tables: the best case is the
+    best mean over its seeds, among cases where no seed diverged or stalled."""
     runs = [r for r in records if "schema" in r]  # trained: the others failed before training
+    failed = [r for r in records if "schema" not in r]
+    configurations = seed_sets(runs)
+    cases = len(configurations) + len(failed)
     outcomes = [r.get("outcome") or "unknown" for r in records]
     tally = ", ".join(f"{outcomes.count(o)} {o}" for o in dict.fromkeys(outcomes))
-    lines = [f"{group}: {_count(len(records), 'case')} ({tally})"]
+    size = _count(cases, "case") + (f", {len(records)} runs" if len(records) != cases else "")
+    lines = [f"{group}: {size} ({tally})"]
     if runs:
         metric = headline(runs)
-        scored = [(metric.value(r), r) for r in runs if metric.value(r) is not None
-                  and not r.get("diverged") and not r.get("stalled")]
+        scored = []
+        for members in configurations:
+            values = [metric.value(r) for r in members]
+            if all(v is not None and math.isfinite(v) for v in values) and not any(
+                    r.get("diverged") or r.get("stalled") for r in members):
+                scored.append((statistics.fmean(values), members))
         if scored:
             value, best = (max if metric.higher_is_better else min)(scored, key=lambda pair: pair[0])
-            lines.append(f"  best: {best['case_id']}, {metric.label} {value:.4g}")
+            seeds = f" (mean of {len(best)} seeds)" if len(best) > 1 else ""
+            lines.append(f"  best: {configuration_name(best)}, {metric.label} {value:.4g}{seeds}")
         for verdict in ("diverged", "stalled"):
-            hit = [r for r in runs if r.get(verdict)]
-            if hit:
-                lines.append(f"  {verdict}: {_names(hit)}")
+            names = _verdict_names(configurations, verdict)
+            if names:
+                lines.append(f"  {verdict}: {_names(names)}")
         with_target = [r for r in runs if (r.get("target") or {}).get("value") is not None]
         reached = [r for r in with_target if r["target"].get("reached")]
         if with_target:
-            line = f"  target reached: {len(reached)}/{len(with_target)}"
+            line = f"  target reached: {len(reached)}/{_count(len(with_target), 'run')}"
             timed = [r for r in reached if r["target"].get("time_s") is not None]
             if timed:
                 fastest = min(timed, key=lambda r: r["target"]["time_s"])
-                line += (f"; fastest {fastest['case_id']} in {fastest['target']['time_s']:.3g} s "
+                line += (f"; fastest {_name(fastest)} in {fastest['target']['time_s']:.3g} s "
                          f"(step {fastest['target']['step']})")
             lines.append(line)
-    failed = [r for r in records if "schema" not in r]
     if failed:
-        lines.append(f"  failed before training: {_names(failed)}")
+        lines.append(f"  failed before training: {_names([_name(r) for r in failed])}")
     return lines
 
 

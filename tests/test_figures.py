@@ -755,3 +755,15 @@ def test_a_stalled_run_is_named_in_the_legend_and_its_curve_ends_in_a_cross(suit
         assert not any("stalled" in label for label in lines if "lr1e-3" not in label or "adam" in label)
         (cross,) = [line for line in ax.lines if line.get_marker() == "x"]
         assert cross.get_xydata().tolist() == [lines["softmax-sgd-lr1e-3-bs100 (stalled)"].get_xydata()[-1].tolist()]
+
+
+def test_index_summary_names_cases_that_failed_before_training(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_report(capsys, Path(__file__).parent / "data" / "failures.jsonl", "-o", tmp_path,
+                              "--no-figures")
+    assert code == 0, err
+    failed = [record["test"] for record in loader.load(Path(__file__).parent / "data" / "failures.jsonl").failed]
+    assert failed
+    text = (tmp_path / "index.html").read_text(encoding="utf-8")
+    (line,) = re.findall(r'<li class="bad">failed before training: ([^<]*)</li>', text)
+    assert all(test in line for test in failed[:4])

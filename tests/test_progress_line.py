@@ -64,6 +64,16 @@ def test_a_terminal_gets_one_line_per_case_rewritten_in_place() -> None:
     assert reporter.shown("line") == []
 
 
+def test_the_eta_leaves_out_the_setup_before_the_first_report() -> None:
+    line, reporter, clock = line_for(interactive=True)
+    line.start_case("c")
+    clock.now += 50  # loading data, building the model, starting workers
+    line(progress(0, train_loss=2.3))
+    clock.now += 10
+    line(progress(50, train_loss=1.0))
+    assert reporter.shown("rewrite")[-1].endswith("1m00s  ETA 10s")  # 60 s since the start, 10 s to go
+
+
 def test_a_log_gets_the_first_the_last_and_one_line_per_interval() -> None:
     line, reporter, clock = line_for(interactive=False)
     line.start_case("c")

@@ -751,8 +751,13 @@ def test_missing_dataset_fails_with_a_hint_to_download(pytester: pytest.Pytester
     assert list(empty.iterdir()) == []  # nothing was downloaded without --convbench-download
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", [2, 3])
 def test_threads_option_sets_the_torch_threads_of_in_process_cases(pytester: pytest.Pytester, threads: int) -> None:
+    """Set for the session's cases (this process runs at 1: tests/conftest.py), and put back after it."""
+    import torch
+
+    before = torch.get_num_threads()
+    assert before != threads
     write_suite(pytester, """
         import torch
 
@@ -764,6 +769,7 @@ def test_threads_option_sets_the_torch_threads_of_in_process_cases(pytester: pyt
     result = pytester.runpytest("-s", "--convbench-threads", str(threads), "--convbench-results", "none")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines([f"*THREADS {threads}*"])
+    assert torch.get_num_threads() == before
 
 
 def test_threads_option_rejects_what_is_not_a_count(pytester: pytest.Pytester) -> None:

@@ -15,10 +15,13 @@ from convbench.session_summary import MAX_NAMES, group_lines, summary
 pytest_plugins = ["pytester"]
 
 
-def record(seed: int, outcome: str = "passed", group: str = "test_x", **fields: Any) -> dict[str, Any]:
-    """A finished case as the plugin keeps it: the result's fields with its outcome and group."""
-    result = gate_entry(seed, **fields)["extra_info"]["convbench"]
-    return {**result, "case_id": f"case{seed}", "outcome": outcome, "error": None, "group": group}
+def record(config: int, outcome: str = "passed", group: str = "test_x", seed: int = 0,
+           **fields: Any) -> dict[str, Any]:
+    """A finished case as the plugin keeps it: the result's fields with its outcome and group. Runs with one
+    ``config`` and different ``seed`` are seeds of one case (``case<config>``)."""
+    result = gate_entry(seed, lr=0.1 * (config + 1), **fields)["extra_info"]["convbench"]
+    case_id = f"case{config}" + (f"-seed{seed}" if seed else "")
+    return {**result, "case_id": case_id, "outcome": outcome, "error": None, "group": group}
 
 
 def test_best_case_leaves_out_diverged_and_stalled_runs() -> None:
@@ -37,11 +40,21 @@ def test_target_line_names_the_fastest_case_that_reached_it() -> None:
     slow["target"].update(time_s=2.0, step=80)
     missed = record(2, target_step=None)
     (line,) = [line for line in group_lines("g", [slow, fast, missed]) if "target" in line]
-    assert line == "  target reached: 2/3; fastest case0 in 0.5 s (step 20)"
+    assert line == "  target reached: 2/3 runs; fastest case0 in 0.5 s (step 20)"
+
+
+def test_seeds_of_a_case_are_one_case_ranked_by_their_mean() -> None:
+    lucky = [record(0, seed=s, accuracy=a) for s, a in enumerate([0.99, 0.70, 0.71])]  # mean 0.80
+    steady = [record(1, seed=s, accuracy=a) for s, a in enumerate([0.85, 0.86, 0.84])]  # mean 0.85
+    lines = group_lines("g", lucky + steady)
+    assert lines[0] == "g: 2 cases, 6 runs (6 passed)"
+    assert lines[1] == "  best: case1, final test accuracy 0.85 (mean of 3 seeds)"
+    one_stalled = [record(2, seed=s, stall=Stall(step=100, reason="r") if s == 1 else None) for s in range(3)]
+    assert "  stalled: case2 (1/3 seeds)" in group_lines("g", one_stalled)
 
 
 def test_failed_cases_are_counted_and_long_lists_are_cut() -> None:
-    failed = [{"case_id": f"bad{i}", "outcome": "failed", "error": "unknown optimizer", "group": "g"}
+    failed = [{"test": f"bad{i}", "outcome": "failed", "error": "unknown optimizer", "group": "g"}
               for i in range(MAX_NAMES + 2)]
     lines = group_lines("g", [record(0), *failed])
     assert lines[0] == f"g: {MAX_NAMES + 3} cases (1 passed, {MAX_NAMES + 2} failed)"

@@ -52,7 +52,7 @@ def test_a_scale_override_is_validated_when_the_case_is_declared() -> None:
 
 @pytest.mark.parametrize(("case", "message"), [
     ('BASE.replace(optimizer="sdg")', "unknown optimizer 'sdg'"),
-    ('BASE.replace(scales={"full": {"model": "lenet"}})', "unknown model 'lenet'"),
+    ('BASE.replace(label="other", scales={"full": {"model": "lenet"}})', "unknown model 'lenet'"),
     ('BASE.replace(model_kwargs={"init": "zeros", "hidden": 3})', "model 'softmax' does not accept 'hidden'"),
     ('BASE.replace(scheduler="step", scheduler_kwargs={"step": 2})', "scheduler 'step' does not accept 'step'"),
 ])
@@ -111,3 +111,18 @@ def test_two_different_cases_with_one_id_stop_the_session_before_training(pytest
     (line,) = [line for line in result.stderr.str().splitlines() if "different cases with the id" in line]
     assert "test_cases[softmax-sgd-lr0.5-bs100" in line and "give one a label" in line
     assert "test_same_case_again" not in line
+
+
+def test_cases_that_differ_only_at_the_session_scale_are_a_clash_there(pytester: pytest.Pytester) -> None:
+    write_suite(pytester, """
+        ONE = BASE.replace(scales={"quick": {"steps": 10}}, label="same")
+        OTHER = BASE.replace(scales={"quick": {"steps": 12}}, label="same")
+
+        @pytest.mark.parametrize("case", [ONE.param(), OTHER.param()])
+        def test_cases(convergence, case):
+            convergence(case)
+        """)
+    quick = pytester.runpytest("--collect-only", "-q", "--convbench-scale", "quick")
+    assert quick.ret == pytest.ExitCode.USAGE_ERROR and "different cases with the id 'same'" in quick.stderr.str()
+    full = pytester.runpytest("--collect-only", "-q", "--convbench-scale", "full")  # one run at full scale
+    assert full.ret == pytest.ExitCode.OK, full.stderr.str()

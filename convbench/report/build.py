@@ -38,7 +38,7 @@ def make_report(paths: list[str | Path], out_dir: Path, *, figures: bool = True,
     """
     report = Report()
     kinds = _figure_kinds(report) if figures else {}  # built first: a figure plugin is checked before any writing
-    records, throughput = [], []
+    records, throughput, failed = [], [], []
     for path in loader.expand_inputs(paths):
         try:
             loaded = loader.load(path)
@@ -49,6 +49,7 @@ def make_report(paths: list[str | Path], out_dir: Path, *, figures: bool = True,
         report.errors += loaded.rejected
         records += loaded.records
         throughput += loaded.throughput
+        failed += loaded.failed
     records = _latest_only(records, report)
     names = Names()  # every file of the report is named by it: no two share a name
     if not records:
@@ -83,12 +84,13 @@ def make_report(paths: list[str | Path], out_dir: Path, *, figures: bool = True,
     report.written += write_pivots(pivots, out_dir, names)
     if figures:
         report.written += write_figures(records, out_dir, figure_options, kinds, names, report.warnings)
-    report.written.append(write_index(out_dir, report.written, groups=_group_summaries(records, names)))
+    report.written.append(write_index(out_dir, report.written, groups=_group_summaries(records + failed, names)))
     return report
 
 
 def _group_summaries(records: list[dict], names: Names) -> list[GroupSummary]:
-    """Each benchmark group's summary lines for index.html, groups in the order of their first run."""
+    """Each benchmark group's summary lines for index.html (cases that failed before training included),
+    groups in the order of their first run."""
     from convbench.session_summary import group_lines
 
     by_group: dict[str, list[dict]] = {}
