@@ -246,8 +246,8 @@ def test_a_rank_that_dies_is_named_with_its_exit_code_or_signal(faults_plugin, m
     with pytest.raises(RankFailedError) as info:
         launch.run_case(faults_plugin.replace(model_kwargs={"mode": mode}))
     story = str(info.value).splitlines()[0]  # not rank 0's "connection reset by peer", which follows from it
-    assert re.fullmatch(rf"rank 1 \(pid \d+\) died with {death} while running case 'faulty-sgd-lr0.5-bs100-w2'",
-                        story), story
+    assert re.fullmatch(rf"rank 1 \(pid \d+\) died with {death} while running case "
+                        rf"'faulty-sgd-lr0.5-bs100-w2-mode{mode}'", story), story
 
 
 @pytest.mark.slow

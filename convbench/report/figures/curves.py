@@ -30,7 +30,7 @@ def x_of_steps(record: Record, steps: Sequence[float], x: str) -> np.ndarray:
         per_step = (record["epochs"] / record["steps"]) if record.get("steps") else math.nan
         return steps * per_step
     evals = record["curves"]["eval"]
-    known = [(s, t) for s, t in zip(evals["step"], evals["time_s"], strict=False) if t is not None]
+    known = [(s, t) for s, t in zip(evals["step"], evals["time_s"], strict=False) if s is not None and t is not None]
     if not known:
         return np.full(steps.shape, math.nan)
     at, times = zip(*sorted(known), strict=True)
