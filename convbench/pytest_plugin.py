@@ -381,6 +381,8 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
     pending = item.stash.get(_RECORD, None)
+    if report.skipped and pending is None and not hasattr(report, "wasxfail"):
+        _uncount_skipped_case(item)
     if pending is not None and report.when == "call":
         record = pending.fields
         if hasattr(report, "wasxfail"):
@@ -617,6 +619,18 @@ class _Uncaptured:
                 return method(*args, **kwargs)
 
         return uncaptured
+
+
+def _uncount_skipped_case(item: pytest.Item) -> None:
+    """A case skipped before it started (a skip mark, another world size under torchrun) leaves the
+    progress line's total, so that its last case reads N/N."""
+    if not {"convergence", "throughput"} & set(getattr(item, "fixturenames", ())):
+        return
+    config = item.config
+    config.stash[_CASE_COUNT] = max(0, config.stash.get(_CASE_COUNT, 0) - 1)  # for a line made later
+    line = config.stash.get(_PROGRESS, None)
+    if line is not None:
+        line.total_cases = max(line.index, line.total_cases - 1)
 
 
 def _start_progress(request: pytest.FixtureRequest, settings: RunSettings, case_id: str) -> ProgressLine | None:

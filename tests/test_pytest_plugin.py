@@ -776,3 +776,16 @@ def test_threads_option_rejects_what_is_not_a_count(pytester: pytest.Pytester) -
     result = pytester.runpytest("--convbench-threads", "0")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--convbench-threads='0': expected a whole number of threads, 1 or more*"])
+
+
+def test_skipped_cases_leave_the_progress_total(pytester: pytest.Pytester) -> None:
+    write_suite(pytester, """
+        @pytest.mark.parametrize("case", [pytest.param(BASE, marks=pytest.mark.skip("not today"), id="skipped"),
+                                          BASE.param()])
+        def test_cases(convergence, case):
+            convergence(case)
+        """)
+    result = pytester.runpytest("--convbench-results", "none")
+    result.assert_outcomes(passed=1, skipped=1)
+    shown = [line for line in result.outlines if line.startswith("[")]
+    assert shown and all(line.startswith("[1/1] ") for line in shown), shown
