@@ -121,6 +121,14 @@ class _Fields:
             raise self._wrong(key, "a list", value)
         return value
 
+    def objects(self, key: str) -> list[dict[str, Any]]:
+        """An optional list of JSON objects (a run's devices, hosts, counters); each entry checked to be one,
+        named ``key[index]`` in the error. Absent: an empty list."""
+        entries = self.sequence(key, optional=True) or []
+        for index, entry in enumerate(entries):
+            _Fields(entry, f"{self._name(key)}[{index}]")
+        return entries
+
     def numbers(self, key: str) -> dict[str, float | None]:
         """An object of metric name -> number or null (``final``, ``best``)."""
         values = self.mapping(key)
@@ -264,9 +272,7 @@ class Telemetry:
     @classmethod
     def from_dict(cls, data: Any, path: str = "telemetry") -> Telemetry:
         f = _Fields(data, path)
-        devices = f.sequence("devices", optional=True) or []
-        for index, device in enumerate(devices):
-            _Fields(device, f"{path}.devices[{index}]")
+        devices = f.objects("devices")
         return cls(sampler=f.text("sampler"), interval_s=f.number("interval_s", optional=True),
                    host=f.text("host", optional=True), reason=f.text("reason", optional=True),
                    error=f.text("error", optional=True), samples=f.integer("samples", optional=True) or 0,
@@ -304,9 +310,7 @@ class MachineLoad:
     @classmethod
     def from_dict(cls, data: Any, path: str = "machine_load") -> MachineLoad:
         f = _Fields(data, path)
-        hosts = f.sequence("hosts", optional=True) or []
-        for index, host in enumerate(hosts):
-            _Fields(host, f"{path}.hosts[{index}]")
+        hosts = f.objects("hosts")
         return cls(busy=f.flag("busy", optional=True), other_cpu_share=f.number("other_cpu_share", optional=True),
                    own_cpu_share=f.number("own_cpu_share", optional=True),
                    other_gpu_processes=f.integer("other_gpu_processes", optional=True),
@@ -337,9 +341,7 @@ class Energy:
     @classmethod
     def from_dict(cls, data: Any, path: str = "energy") -> Energy:
         f = _Fields(data, path)
-        counters = f.sequence("counters", optional=True) or []
-        for index, counter in enumerate(counters):
-            _Fields(counter, f"{path}.counters[{index}]")
+        counters = f.objects("counters")
         return cls(source=f.text("source", optional=True), run_j=f.number("run_j", optional=True),
                    to_target_j=f.number("to_target_j", optional=True), reason=f.text("reason", optional=True),
                    counters=counters)
