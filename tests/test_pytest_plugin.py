@@ -68,6 +68,15 @@ def write_suite(pytester: pytest.Pytester, body: str, name: str = "test_suite") 
     return pytester.makepyfile(**{name: HEADER + textwrap.dedent(body)})
 
 
+def run_interrupted(pytester: pytest.Pytester) -> pytest.RunResult:
+    """The suite in a subprocess (its KeyboardInterrupt must not reach this session), which it interrupts."""
+    result = pytester.runpytest_subprocess("--convbench-results", "results.jsonl", "--convbench-no-progress",
+                                           "--benchmark-json", "out.json", "-p", "no:cacheprovider", timeout=120)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*KeyboardInterrupt*"])
+    return result
+
+
 def read_results(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
@@ -267,10 +276,7 @@ def test_interrupted_session_keeps_the_finished_case(pytester: pytest.Pytester) 
         def test_third(convergence, case):
             convergence(case)
     """)
-    result = pytester.runpytest_subprocess("--convbench-results", "results.jsonl", "--convbench-no-progress",
-                                           "--benchmark-json", "out.json", "-p", "no:cacheprovider", timeout=120)
-    assert result.ret == pytest.ExitCode.INTERRUPTED
-    result.stdout.fnmatch_lines(["*KeyboardInterrupt*"])
+    run_interrupted(pytester)
     lines = {line["name"].split("[")[0]: line["extra_info"]["convbench"]
              for line in read_results(pytester.path / "results.jsonl")}
     assert set(lines) == {"test_first", "test_second"}
@@ -350,10 +356,7 @@ def test_ctrl_c_mid_case_keeps_every_finished_case_in_the_json_and_the_results_f
         def test_d_never_runs(convergence, case):
             convergence(case)
     """)
-    result = pytester.runpytest_subprocess("--convbench-results", "results.jsonl", "--convbench-no-progress",
-                                           "--benchmark-json", "out.json", "-p", "no:cacheprovider", timeout=120)
-    assert result.ret == pytest.ExitCode.INTERRUPTED
-    result.stdout.fnmatch_lines(["*KeyboardInterrupt*"])
+    result = run_interrupted(pytester)
     output = result.stdout.str() + result.stderr.str()
     assert "INTERNALERROR" not in output and "empty sequence" not in output
     # pytest-benchmark's JSON is written, with the two finished cases only
