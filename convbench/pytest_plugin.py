@@ -123,7 +123,7 @@ def _data_root(value: str) -> str:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     sizes = metafunc.config.getoption("convbench_world_sizes")
-    if sizes and {"convergence", "throughput"} & set(metafunc.fixturenames):
+    if sizes and _CASE_FIXTURES & set(metafunc.fixturenames):
         metafunc.parametrize("convbench_world_size", sizes, ids=[f"w{size}" for size in sizes])
 
 
@@ -418,21 +418,25 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """
     config = session.config
     _check_case_ids(session)
-    config.stash[_CASE_COUNT] = sum(bool({"convergence", "throughput"} & set(getattr(item, "fixturenames", ())))
-                                    for item in session.items)
+    config.stash[_CASE_COUNT] = sum(map(_runs_a_case, session.items))
     if config.option.collectonly:
         _check_collected_cases(session)
         return
     path = results_path(config)
     if path is None or _secondary_rank():
         return
-    if not any({"convergence", "throughput"} & set(getattr(item, "fixturenames", ())) for item in session.items):
+    if not any(map(_runs_a_case, session.items)):
         return
     try:
         results_file.check_appendable(path)
     except OSError as exc:
         raise pytest.UsageError(f"--convbench-results={config.getoption('convbench_results')!r}: cannot append "
                                 f"to {path}: {exc.strerror or exc}") from None
+
+
+def _runs_a_case(item: pytest.Item) -> bool:
+    """Whether the test trains or times a case (uses the `convergence` or `throughput` fixture)."""
+    return bool(_CASE_FIXTURES & set(getattr(item, "fixturenames", ())))
 
 
 def _collected_cases(session: pytest.Session) -> list[tuple[pytest.Item, Case]]:
@@ -521,6 +525,8 @@ def _note_lost_line(item: pytest.Item, path: Path, exc: OSError) -> None:
 
 
 _FINISHED = pytest.StashKey[list]()
+#: The fixtures that train or time a case.
+_CASE_FIXTURES = frozenset({"convergence", "throughput"})
 _CASE_COUNT = pytest.StashKey[int]()
 
 
@@ -624,7 +630,7 @@ class _Uncaptured:
 def _uncount_skipped_case(item: pytest.Item) -> None:
     """A case skipped before it started (a skip mark, another world size under torchrun) leaves the
     progress line's total, so that its last case reads N/N."""
-    if not {"convergence", "throughput"} & set(getattr(item, "fixturenames", ())):
+    if not _runs_a_case(item):
         return
     config = item.config
     config.stash[_CASE_COUNT] = max(0, config.stash.get(_CASE_COUNT, 0) - 1)  # for a line made later
