@@ -89,11 +89,11 @@ class RunRecorder:
         self._checked = step
         return self.divergence is not None
 
-    def recent_loss(self, step: int) -> float | None:
-        """The mean train loss of the last ten steps up to ``step`` (read after a divergence check, which
-        has averaged them over the ranks)."""
-        window = self.losses[max(0, step - 10):step]
-        return finite_or_none(window.double().mean().item()) if window.numel() else None
+    def recent_loss(self, step: int, window: int = 10) -> float | None:
+        """The mean train loss of the last ``window`` steps up to ``step`` (read after a divergence check,
+        which has averaged them over the ranks); None before the first step."""
+        losses = self.losses[max(0, step - window):step]
+        return finite_or_none(losses.double().mean().item()) if losses.numel() else None
 
     def add_eval(self, step: int, lr: float, metrics: dict[str, float | None]) -> bool:
         """Record an evaluation at ``step``; whether it meets the target on this rank."""
@@ -118,9 +118,8 @@ class RunRecorder:
         train loss, or where the train split was not evaluated, the mean loss of the last logged stretch."""
         final = self._final()
         train_loss = final.get("train_loss")
-        if train_loss is None and steps:
-            window = max(self.stride, 10)  # at least ten steps: one minibatch's loss is noise
-            train_loss = finite_or_none(self.losses[max(0, steps - window):steps].double().mean().item())
+        if train_loss is None:  # at least ten steps: one minibatch's loss is noise
+            train_loss = self.recent_loss(steps, window=max(self.stride, 10))
         return judge(chance, train_loss, final_accuracies(final), steps)
 
     def _final(self) -> dict[str, float | None]:
