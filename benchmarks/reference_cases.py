@@ -45,11 +45,17 @@ def measured(result: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
-def _differ(before: dict[str, Any], after: dict[str, Any]) -> bool:
-    """Fields both commits record must be equal; a field only one records (a new one) is listed, not a change."""
+def _differ(before: dict[str, Any], after: dict[str, Any], where: str = "field") -> bool:
+    """Fields both commits record must be equal; a field only one records (a new one) is listed, not a change.
+    The case is compared the same way, field by field: a new `Case` field is recorded with every case."""
     for name in sorted(set(before) ^ set(after)):
-        print(f"field {name!r} only {'after' if name in after else 'before'}", file=sys.stderr)
-    return any(before[name] != after[name] for name in set(before) & set(after))
+        print(f"{where} {name!r} only {'after' if name in after else 'before'}", file=sys.stderr)
+    shared = set(before) & set(after)
+    if where == "field" and "case" in shared:
+        shared.discard("case")
+        if _differ(before["case"], after["case"], "case field"):
+            return True
+    return any(before[name] != after[name] for name in shared)
 
 
 def main(argv: list[str] | None = None) -> int:
