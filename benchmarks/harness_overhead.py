@@ -46,7 +46,7 @@ def plain_loop(case: Case) -> float:
 
 
 def convbench_loop(case: Case) -> float:
-    return PreparedRun(case, RunSettings()).run().timing["train_s"]
+    return PreparedRun(case, RunSettings()).run().timing.train_s
 
 
 def main() -> None:
