@@ -155,7 +155,8 @@ def _report(args: argparse.Namespace) -> int:
             print("convbench: error: no results to report", file=sys.stderr)
         return 2
     print(report.text)
-    print(f"\n{report.cases} cases; wrote {len(report.written)} files to {args.output}/")
+    print(f"\n{report.cases} cases; wrote {len(report.written)} files to {args.output}/: open index.html; "
+          "the tables with every column are under tables/")
     return 1 if report.errors else 0
 
 

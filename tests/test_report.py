@@ -149,12 +149,14 @@ def test_printed_tables_show_the_json_numbers(study: Study, tmp_path: Path,
         assert count == len(rows)
         for row in rows:
             record = study.records[row["case"]]
-            for column, value in (("final_test_accuracy", record["final"]["test_accuracy"]),
-                                  ("best_test_accuracy", record["best"]["test_accuracy"]),
-                                  ("train_time_s", record["timing"]["train_s"])):
+            for column, value in (("test acc", record["final"]["test_accuracy"]),
+                                  ("best test acc", record["best"]["test_accuracy"]),
+                                  ("train s", record["timing"]["train_s"])):
                 assert row[column] == format(value, ".4g"), column
-            assert row["diverged"] == str(record["diverged"])
-            assert row["outcome"] == record["outcome"]
+            expected = [word for word in ("diverged", "stalled") if record[word]]
+            expected += [] if record["outcome"] == "passed" else [record["outcome"]]
+            assert row["verdict"] == (", ".join(expected) or "ok")
+        assert max(map(len, out.splitlines())) <= 160  # a terminal, not a spreadsheet (every column: tables/)
         accuracies = [study.records[row["case"]]["final"]["test_accuracy"] for row in rows]
         assert accuracies == sorted(accuracies, reverse=True)  # best final accuracy first
     assert f"{len(study.records)} cases" in out
@@ -440,8 +442,10 @@ def test_html_and_latex_tables_per_group(study: Study, tmp_path: Path, capsys: p
         html_path, tex_path = tmp_path / "tables" / f"{group}.html", tmp_path / "tables" / f"{group}.tex"
         assert f"<title>{group}</title>" in html_path.read_text(encoding="utf-8")
         assert tex_path.read_text(encoding="utf-8").splitlines()[0] == f"% {group}"
+        markdown = printed_tables(f"## {group} (1 case)\n" + (tmp_path / "tables" / f"{group}.md").read_text())
         for rows in (html_rows(html_path), latex_rows(tex_path)):
-            assert list(rows[0]) == list(printed[group][1][0])  # the printed table's columns, in order
+            assert list(rows[0]) == list(markdown[group][1][0])  # the Markdown file's columns, in order
+            assert list(printed[group][1][0])[0] == "case" and len(printed[group][1][0]) < len(rows[0])
             assert sorted(row["case"] for row in rows) == sorted(cases)
             for row in rows:
                 record = study.records[row["case"]]
@@ -557,12 +561,11 @@ def test_printed_seed_tables(seeded: Study, tmp_path: Path, capsys: pytest.Captu
         assert headings[group] == (cases if runs == len(configs) else f"{cases}, {runs} runs")
         _, rows = printed[group]
         spread = any(len(m) > 1 for m in configs.values())
-        assert ("final_test_accuracy_std" in rows[0]) == spread  # spread columns only with several seeds
+        assert ("seeds" in rows[0]) == spread  # a seeds column only where some case has several
         for row in rows:
             values = [r["final"]["test_accuracy"] for r in configs[row["case"]]]
-            assert row["final_test_accuracy"] == format(statistics.fmean(values), ".4g")
-            if spread:
-                assert row["final_test_accuracy_std"] == format(statistics.stdev(values), ".4g")
+            mean = format(statistics.fmean(values), ".4g")  # the spread beside the mean, where there is one
+            assert row["test acc"] == (mean if len(values) == 1 else f"{mean} ±{statistics.stdev(values):.2g}")
         means = [statistics.fmean(r["final"]["test_accuracy"] for r in configs[row["case"]]) for row in rows]
         assert means == sorted(means, reverse=True)
     assert f"\n{len(seeded.records)} cases;" in out
@@ -652,13 +655,14 @@ def test_group_by_case_fields(seeded: Study, tmp_path: Path, capsys: pytest.Capt
                   else seedless(r["case_id"])) for r in runs}
         assert {(row["group"], row["case"]) for row in rows} == names
         assert count == len(names)
-        assert sum(int(row["seeds"]) for row in rows) == len(runs)
+        seeds = [int(row.get("seeds", 1)) for row in rows]  # no seeds column: one seed each
+        assert sum(seeds) == len(runs)
         for row in rows:
             values = [r["final"]["test_accuracy"] for r in runs if r["group"] == row["group"]
                       and row["case"] in (r["case_id"], seedless(r["case_id"]))]
-            assert row["final_test_accuracy"] == format(statistics.fmean(values), ".4g")
+            assert row["test acc"].split(" ±")[0] == format(statistics.fmean(values), ".4g")
         (written,) = [t for t in csv_tables if {(row["group"], row["case"]) for row in t} == names]
-        assert sorted(int(row["seeds"]) for row in written) == sorted(int(row["seeds"]) for row in rows)
+        assert sorted(int(row["seeds"]) for row in written) == sorted(seeds)
 
 
 def test_group_by_seed_splits_the_seeds(seeded: Study, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -671,7 +675,7 @@ def test_group_by_seed_splits_the_seeds(seeded: Study, tmp_path: Path, capsys: p
         _, rows = printed[f"seed={seed}"]
         expected = sorted(cid for cid, r in seeded.records.items() if r["case"]["seed"] == seed)
         assert sorted(row["case"] for row in rows) == expected
-        assert {row["seeds"] for row in rows} == {"1"}
+        assert "seeds" not in rows[0]  # one seed per row: no seeds column
 
 
 def test_unknown_group_by_field_is_a_one_line_error(seeded: Study, tmp_path: Path,

@@ -41,7 +41,8 @@ def run(seed: int = 0, *, lr: float = 0.1, busy: bool | None = False, load: bool
 
 
 def report(tmp_path: Path, capsys: pytest.CaptureFixture[str], runs: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """Report the runs; the rows of group g's CSV (also checked to be the printed table's columns)."""
+    """Report the runs; the rows of group g's CSV (also checked to be the Markdown table's columns, and the
+    printed table to show ``busy`` where the CSV has it)."""
     path = tmp_path / "runs.json"
     path.write_text(json.dumps({"machine_info": {"node": "host"}, "benchmarks": runs}), encoding="utf-8")
     capsys.readouterr()
@@ -49,9 +50,13 @@ def report(tmp_path: Path, capsys: pytest.CaptureFixture[str], runs: list[dict[s
     printed = capsys.readouterr().out
     with (tmp_path / "out" / "tables" / "g.csv").open(newline="", encoding="utf-8") as stream:
         rows = list(csv.DictReader(stream))
-    header = next(line for line in printed.splitlines() if line.startswith("| case"))
+    markdown = (tmp_path / "out" / "tables" / "g.md").read_text(encoding="utf-8")
+    header, printed_header = (next(line for line in text.splitlines() if line.startswith("| case"))
+                              for text in (markdown, printed))
     shown = [cell.strip() for cell in header.strip("|").split("|")]
     assert [c for c in rows[0] if not c.endswith("_std")] == [c for c in shown if not c.endswith("_std")]
+    assert ("busy" in rows[0]) == ("| busy " in printed_header)
+    assert ("energy_j" in rows[0]) == ("| energy J " in printed_header)
     return rows
 
 

@@ -15,7 +15,8 @@ from convbench.report.html import GroupSummary, write_index
 from convbench.report.identity import headline
 from convbench.report.names import Names
 from convbench.report.scaling import scaling_rows, throughput_rows, write_scaling, write_throughput
-from convbench.report.tables import PivotSpec, display, group_tables, pivot_tables, write_pivots, write_tables
+from convbench.report.tables import PivotSpec, group_tables, pivot_tables, write_pivots, write_tables
+from convbench.report.terminal import to_terminal
 
 
 @dataclass
@@ -67,7 +68,7 @@ def make_report(paths: list[str | Path], out_dir: Path, *, figures: bool = True,
     for group, table in tables.items():
         runs = int(table["seeds"].sum())
         count = f"{len(table)} case{'s' * (len(table) != 1)}" + (f", {runs} runs" if runs != len(table) else "")
-        sections.append(f"{heading(2, f'{group} ({count})')}\n\n{to_markdown(display(table))}")
+        sections.append(f"{heading(2, f'{group} ({count})')}\n\n{to_terminal(table, metric)}")
     for pivot_table in pivots.values():
         sections.append(f"{heading(2, pivot_table.title)}\n\n{to_markdown(pivot_table.table)}")
         if pivot_table.mixed_cells:

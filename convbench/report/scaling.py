@@ -110,12 +110,22 @@ def flag_notes(rows: list[dict[str, Any]]) -> list[str]:
     return [f"{row['case']} (world size {row['world_size']}): {row['flag_reasons']}" for row in rows if row["flags"]]
 
 
-def _write_section(rows: list[dict[str, Any]], out_dir: Path, name: str, title: str,
-                   names: Names) -> tuple[str, list[Path], Any]:
+#: The columns `convbench report` prints (the written tables have every one): enough to read the scaling
+#: at a glance on a terminal; the rest (family, overhead, process-group start, utilisation per device) are
+#: in tables/scaling.{csv,md,html}.
+PRINTED_SCALING = ("case", "world_size", "scaling", "train_time_s", "ideal_time_s", "startup_s", "speedup",
+                   "efficiency", "diverged", "stalled", "flags")
+PRINTED_THROUGHPUT = ("case", "world_size", "samples_per_s", "round_cv", "rounds", "speedup", "efficiency",
+                      "machine_busy", "flags")
+
+
+def _write_section(rows: list[dict[str, Any]], out_dir: Path, name: str, title: str, names: Names,
+                   printed: tuple[str, ...]) -> tuple[str, list[Path], Any]:
     """Write tables/<name>.{csv,md,html}; return the printed section, the paths and the DataFrame.
 
-    The CSV has every column; the Markdown table leaves out the long ``flag_reasons`` and lists them
-    under the table instead, where they can be read."""
+    The CSV has every column; the Markdown file every column but the long ``flag_reasons``, which it lists
+    under the table instead, where they can be read; the printed section only the ``printed`` columns
+    (a terminal is not 350 characters wide), with the same reasons under it."""
     import pandas as pd
 
     from convbench.report.formats import heading, markdown_text, to_csv, to_html, to_markdown
@@ -127,12 +137,14 @@ def _write_section(rows: list[dict[str, Any]], out_dir: Path, name: str, title: 
     written = [tables / f"{stem}.csv", tables / f"{stem}.md", tables / f"{stem}.html"]
     to_csv(table, written[0])
     written[2].write_text(to_html(table, title), encoding="utf-8")  # numbers rounded as in every table
-    text = f"{heading(2, title)}\n\n{to_markdown(table.drop(columns=['flag_reasons'], errors='ignore'))}"
-    if notes := flag_notes(rows):
-        text += ("\n\nFlagged rows: their speedup and efficiency cannot be taken at face value (the figure "
-                 "leaves them out).\n\n" + "\n".join(f"- {markdown_text(note)}" for note in notes))
-    written[1].write_text(text + "\n", encoding="utf-8")
-    return text, written, table
+    notes = ""
+    if flagged := flag_notes(rows):
+        notes = ("\n\nFlagged rows: their speedup and efficiency cannot be taken at face value (the figure "
+                 "leaves them out).\n\n" + "\n".join(f"- {markdown_text(note)}" for note in flagged))
+    whole = to_markdown(table.drop(columns=["flag_reasons"], errors="ignore"))
+    written[1].write_text(f"{heading(2, title)}\n\n{whole}{notes}\n", encoding="utf-8")
+    shown = to_markdown(table[[c for c in printed if c in table.columns]])
+    return f"{heading(2, title)}\n\n{shown}{notes}", written, table
 
 
 def write_scaling(rows: list[dict[str, Any]], out_dir: Path, names: Names) -> tuple[str, list[Path]]:
@@ -140,7 +152,8 @@ def write_scaling(rows: list[dict[str, Any]], out_dir: Path, names: Names) -> tu
     ``scaling`` figure kind)."""
     if not rows:
         return "", []
-    text, written, _ = _write_section(rows, out_dir, "scaling", "scaling over world sizes", names)
+    text, written, _ = _write_section(rows, out_dir, "scaling", "scaling over world sizes", names,
+                                   PRINTED_SCALING)
     return text, written
 
 
@@ -182,5 +195,5 @@ def write_throughput(rows: list[dict[str, Any]], out_dir: Path, names: Names) ->
     """Write tables/throughput.{csv,md,html}; return the printed section and the paths."""
     if not rows:
         return "", []
-    text, written, _ = _write_section(rows, out_dir, "throughput", "throughput", names)
+    text, written, _ = _write_section(rows, out_dir, "throughput", "throughput", names, PRINTED_THROUGHPUT)
     return text, written
