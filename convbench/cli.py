@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("-o", "--output", metavar="DIR", default=DEFAULT_REPORT_DIR,
                         help=f"folder for tables/ and figures/ (default {DEFAULT_REPORT_DIR})")
     report.add_argument("--no-figures", action="store_true", help="write tables only")
+    report.add_argument("--no-interactive", action="store_true",
+                        help="index.html without the interactive curves (hover, toggle cases), and without the "
+                             "4.6 MB plotly.min.js they need beside it")
     report.add_argument("--sort", metavar="COLUMN",
                         help="order each table by this column, ascending; -COLUMN for descending "
                              "(default: best final accuracy first)")
@@ -148,7 +151,8 @@ def _report(args: argparse.Namespace) -> int:
     pivot = None if args.pivot is None else PivotSpec.parse(args.pivot)
     figure_options = FigureOptions.parse(args.figures, args.format, args.x, args.log_y, smooth=args.smooth)
     report = make_report(args.inputs, Path(args.output), figures=not args.no_figures, sort=sort,
-                         descending=descending, group_by=group_by, pivot=pivot, figure_options=figure_options)
+                         descending=descending, group_by=group_by, pivot=pivot, figure_options=figure_options,
+                         interactive=not args.no_interactive)
     _print_problems(report.warnings, report.errors)
     if not report.cases:
         if not report.errors:

@@ -353,6 +353,7 @@ class _Page(HTMLParser):
         self.tables = 0
         self.body: dict[str, str | None] = {}
         self.external: list[str] = []
+        self.scripts: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         attributes = dict(attrs)
@@ -368,6 +369,8 @@ class _Page(HTMLParser):
             self.tables += 1
         elif tag == "body":
             self.body = attributes
+        elif tag == "script" and attributes.get("src"):
+            self.scripts.append(attributes["src"])
 
 
 def parse_page(text: str) -> _Page:
@@ -376,11 +379,15 @@ def parse_page(text: str) -> _Page:
     return page
 
 
-def expected_page(out: Path) -> tuple[set[str], int]:
-    """Figure files the page should show (PNG where written) and its table count."""
+def expected_page(out: Path, *, interactive: bool = True) -> tuple[set[str], int]:
+    """Figure files the page should show (PNG where written) and its table count. With ``interactive``
+    curves (every group of these reports logged curves), each group's loss and accuracy figures are
+    links beside them, not images."""
     figures = {p.relative_to(out).as_posix() for p in (out / "figures").glob("*.png")}
     figures |= {p.relative_to(out).as_posix() for p in (out / "figures").glob("*.svg")
                 if not p.with_suffix(".png").exists()}
+    if interactive:
+        figures = {f for f in figures if not re.search(r"-(loss|accuracy)\.(png|svg)$", f)}
     tables = out / "tables"
     html_stems = {p.stem for p in tables.glob("*.html")}
     return figures, len(html_stems | {p.stem for p in tables.glob("*.csv")})
@@ -402,6 +409,7 @@ def test_index_shows_every_table_and_figure_with_relative_links(full_report: Pat
     assert len(page.images) == len(figures)
     assert page.tables == tables
     assert page.external == []  # nothing fetched from elsewhere
+    assert page.scripts == ["plotly.min.js"] and (full_report / "plotly.min.js").stat().st_size > 1_000_000
     for target in page.links + [img["src"] for img in page.images]:
         assert (full_report / target).is_file(), target
     linked = {Path(target).name for target in page.links}
@@ -420,11 +428,23 @@ def test_index_answers_each_group_first_summary_then_figures_then_table(full_rep
     assert len(sections) == len(groups) and sections
     for stem, body in sections:
         summary, figure, table = body.find('<ul class="summary">'), body.find("<figure"), body.find("<table")
-        assert 0 <= summary < figure < table, stem
+        curves = body.find(f'<div class="interactive" id="curves-{stem}-section">')
+        assert 0 <= summary < curves < figure < table, stem
+        assert f'href="figures/{stem}-loss.png"' in body[curves:figure]  # the static curves: a link
         assert re.search(r"<li( class=\"bad\")?>(best|stalled|diverged): ", body) and f'src="figures/{stem}-' in body
         assert f'id="table-{stem}"' in body  # its own table, not another group's
     across = text[text.index('id="across"'):]
     assert 'id="table-all_cases"' in across  # what spans groups comes after them
+
+
+def test_index_without_interactive_curves_shows_every_figure(suite: Suite, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_report(capsys, suite.json_path, "-o", tmp_path, "--no-interactive")
+    assert code == 0, err
+    page = parse_page((tmp_path / "index.html").read_text(encoding="utf-8"))
+    figures, _ = expected_page(tmp_path, interactive=False)
+    assert {img["src"] for img in page.images} == figures and any(f.endswith("-loss.png") for f in figures)
+    assert page.scripts == [] and not (tmp_path / "plotly.min.js").exists()
 
 
 def test_index_without_figures_has_the_tables(suite: Suite, tmp_path: Path,
@@ -432,7 +452,7 @@ def test_index_without_figures_has_the_tables(suite: Suite, tmp_path: Path,
     code, _, err = run_report(capsys, suite.json_path, "-o", tmp_path, "--no-figures")
     assert code == 0, err
     page = parse_page((tmp_path / "index.html").read_text(encoding="utf-8"))
-    assert page.images == []
+    assert page.images == [] and page.scripts == []  # no figures: no interactive curves either
     assert page.tables == expected_page(tmp_path)[1] == 4
 
 
@@ -467,6 +487,19 @@ window.addEventListener('load', function () {
   headers[lr].click(); headers[lr].click();
   const column = Array.from(table.tBodies[0].rows).map(function (row) { return row.cells[lr].textContent.trim(); });
   document.body.setAttribute('data-sorted-lr', column.join(' '));
+  // the interactive curves: one plot per group; a click on the first legend entry hides that case's
+  // traces in both panels (loss and accuracy), read after plotly's double-click wait
+  const plots = document.querySelectorAll('.js-plotly-plot');
+  document.body.setAttribute('data-plots', String(plots.length));
+  const toggle = plots[0].querySelector('.legendtoggle');
+  const box = toggle.getBoundingClientRect();
+  const at = {bubbles: true, cancelable: true, clientX: box.x + 2, clientY: box.y + 2, buttons: 1};
+  ['mousedown', 'mouseup', 'click'].forEach(function (kind) { toggle.dispatchEvent(new MouseEvent(kind, at)); });
+  setTimeout(function () {
+    const hidden = plots[0].data.filter(function (t) { return t.visible === 'legendonly'; });
+    document.body.setAttribute('data-hidden', hidden.map(function (t) { return t.name; }).join('|'));
+    document.body.setAttribute('data-first', plots[0].data[0].name);
+  }, 1000);
 });
 </script>
 """
@@ -479,7 +512,7 @@ def _headless(chromium: str, profile: Path, *args: str) -> subprocess.CompletedP
 
 
 @pytest.mark.slow
-def test_index_in_a_headless_browser(full_report: Path, tmp_path: Path) -> None:
+def test_index_in_a_headless_browser(full_report: Path, suite: Suite, tmp_path: Path) -> None:
     chromium = _chromium()
     index = full_report / "index.html"
     # a copy next to the index, with a script that marks each image's decoded width once the page has loaded
@@ -499,6 +532,10 @@ def test_index_in_a_headless_browser(full_report: Path, tmp_path: Path) -> None:
     assert page.tables == tables
     unloaded = [img["src"] for img in page.images if int(img.get("data-natural-width") or 0) <= 0]
     assert unloaded == []
+    groups = {record["group"] for record in suite.records}
+    assert page.body["data-plots"] == str(len(groups))  # plotly drew every group's curves, offline
+    hidden = page.body["data-hidden"].split("|")  # the legend click hid one case, in both panels
+    assert hidden == [page.body["data-first"]] * 2
     sorted_lr = [float(value) for value in page.body["data-sorted-lr"].split()]  # a header click sorted the table
     assert len(sorted_lr) > 1 and sorted_lr == sorted(sorted_lr, reverse=True)
     shot = tmp_path / "shot.png"

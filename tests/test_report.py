@@ -445,7 +445,7 @@ def test_html_and_latex_tables_per_group(study: Study, tmp_path: Path, capsys: p
         markdown = printed_tables(f"## {group} (1 case)\n" + (tmp_path / "tables" / f"{group}.md").read_text())
         for rows in (html_rows(html_path), latex_rows(tex_path)):
             assert list(rows[0]) == list(markdown[group][1][0])  # the Markdown file's columns, in order
-            assert list(printed[group][1][0])[0] == "case" and len(printed[group][1][0]) < len(rows[0])
+            assert next(iter(printed[group][1][0])) == "case" and len(printed[group][1][0]) < len(rows[0])
             assert sorted(row["case"] for row in rows) == sorted(cases)
             for row in rows:
                 record = study.records[row["case"]]

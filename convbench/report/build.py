@@ -13,6 +13,7 @@ from convbench.report.figures.writer import figure_kinds, figure_registry, write
 from convbench.report.formats import heading, to_markdown
 from convbench.report.html import GroupSummary, write_index
 from convbench.report.identity import headline
+from convbench.report.interactive import curves_div, has_curves, write_plotly_js
 from convbench.report.names import Names
 from convbench.report.scaling import scaling_rows, throughput_rows, write_scaling, write_throughput
 from convbench.report.tables import PivotSpec, group_tables, pivot_tables, write_pivots, write_tables
@@ -30,12 +31,14 @@ class Report:
 
 def make_report(paths: list[str | Path], out_dir: Path, *, figures: bool = True, sort: str | None = None,
                 descending: bool = False, group_by: Sequence[str] | None = None,
-                pivot: PivotSpec | None = None, figure_options: FigureOptions | None = None) -> Report:
+                pivot: PivotSpec | None = None, figure_options: FigureOptions | None = None,
+                interactive: bool = True) -> Report:
     """Report on every readable input; unreadable ones, and entries left out of readable ones, are listed in
     `Report.errors` (one line each), not fatal.
 
     A bad ``sort`` column, ``group_by`` field or ``pivot`` field/metric raises a one-line
-    `ConvbenchError` before anything is written.
+    `ConvbenchError` before anything is written. ``interactive`` (with ``figures``) adds each group's
+    interactive curves to index.html.
     """
     report = Report()
     kinds = _figure_kinds(report) if figures else {}  # built first: a figure plugin is checked before any writing
@@ -85,7 +88,11 @@ def make_report(paths: list[str | Path], out_dir: Path, *, figures: bool = True,
     report.written += write_pivots(pivots, out_dir, names)
     if figures:
         report.written += write_figures(records, out_dir, figure_options, kinds, names, report.warnings)
-    report.written.append(write_index(out_dir, report.written, groups=_group_summaries(records + failed, names)))
+    curves = _interactive_curves(records, names, figure_options) if figures and interactive else {}
+    if curves:
+        report.written.append(write_plotly_js(out_dir))
+    report.written.append(write_index(out_dir, report.written, groups=_group_summaries(records + failed, names),
+                                      interactive=curves))
     return report
 
 
@@ -99,6 +106,17 @@ def _group_summaries(records: list[dict], names: Names) -> list[GroupSummary]:
         by_group.setdefault(record["group"], []).append(record)
     return [GroupSummary(group, names.group(group), group_lines(group, members))
             for group, members in by_group.items()]
+
+
+def _interactive_curves(records: list[dict], names: Names, options: FigureOptions | None) -> dict[str, str]:
+    """Each group's interactive curves (`convbench.report.interactive`), by the group's file stem; groups
+    whose runs logged no curve have none."""
+    smooth = options.smooth if options is not None else 1
+    by_group: dict[str, list[dict]] = {}
+    for record in records:
+        by_group.setdefault(record["group"], []).append(record)
+    return {names.group(group): curves_div(members, smooth=smooth, div_id=f"curves-{names.group(group)}")
+            for group, members in by_group.items() if has_curves(members)}
 
 
 def _figure_kinds(report: Report) -> dict[str, FigureKind]:

@@ -1,7 +1,8 @@
 """``index.html``: the report on one page, answering each group's question first.
 
 Per group: a short summary (the best case, the diverged, stalled and failed ones, the target; the same
-lines a pytest session ends with, `convbench.session_summary`), then its figures, then its table. What
+lines a pytest session ends with, `convbench.session_summary`), then its interactive curves
+(`convbench.report.interactive`: hover, toggle cases), then its figures, then its table. What
 spans groups (scaling, throughput, pivots, the performance profile, all cases) follows. Tables sort by
 a click on a column header (a few lines of inline script); links are relative and nothing is fetched,
 so the folder can be opened from disk, zipped or served as it is.
@@ -11,11 +12,12 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from convbench.report.figures import FORMATS
+from convbench.report.interactive import INTERACTIVE_KINDS, PLOTLY_JS
 
 FIGURE_SUFFIXES = tuple(f".{fmt}" for fmt in FORMATS)
 _TABLE = re.compile(r"<table.*?</table>", flags=re.S)
@@ -35,6 +37,7 @@ figure { margin: 0 0 1em; max-width: 48em; }
 figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 0.9em; }
 .scroll { overflow-x: auto; }
+.interactive { max-width: 100em; }
 """
 # Click a header to sort its table by that column (numbers as numbers, "-" last); again to reverse.
 _SORT_SCRIPT = """
@@ -102,9 +105,13 @@ def _summary_html(lines: Sequence[str]) -> str:
 
 
 def write_index(out_dir: Path, written: Sequence[Path], title: str = "convbench report",
-                groups: Sequence[GroupSummary] = ()) -> Path:
+                groups: Sequence[GroupSummary] = (), interactive: Mapping[str, str] | None = None) -> Path:
     """Write ``out_dir/index.html`` for the ``written`` files (tables under tables/, figures under figures/),
-    one section per group of ``groups`` (summary, figures, table), then everything else."""
+    one section per group of ``groups`` (summary, interactive curves, figures, table), then everything else.
+
+    ``interactive`` maps a group's stem to its interactive curves (`convbench.report.interactive`), drawn by
+    the ``plotly.min.js`` written beside the page."""
+    interactive = dict(interactive or {})
     out_dir = Path(out_dir)
     files = list(dict.fromkeys(Path(p) for p in written))  # a file written twice is still one entry
     tables = [p for p in files if p.parent.name == "tables" and p.suffix == ".html"]
@@ -136,17 +143,35 @@ def write_index(out_dir: Path, written: Sequence[Path], title: str = "convbench 
     def figures_html(stems: Sequence[str]) -> str:
         return f'<div class="figures">\n{"".join(figure_html(s) for s in stems)}</div>\n' if stems else ""
 
+    def curves_html(group: GroupSummary, stems: list[str]) -> str:
+        """The interactive curves, with links to the static figures they stand in for (taken out of
+        ``stems``, so that the page does not show the same curves twice)."""
+        if group.stem not in interactive:
+            return ""
+        static = [s for s in stems if s in (f"{group.stem}-{kind}" for kind in INTERACTIVE_KINDS)]
+        for stem in static:
+            stems.remove(stem)
+        links = "; ".join(f"{html.escape(stem)}: " + " ".join(f'<a href="{rel(p)}">{html.escape(p.suffix[1:])}</a>'
+                                                              for p in figures[stem]) for stem in static)
+        note = f'<p class="static">static figures: {links}</p>\n' if links else ""
+        return f'<div class="interactive" id="curves-{html.escape(group.stem, quote=True)}-section">' \
+               f"{interactive[group.stem]}</div>\n{note}"
+
     placed_tables = {p: _owner(p.stem, groups, exact=True) for p in tables}
     placed_figures = {s: _owner(s, groups, exact=False) for s in figures}
     nav = "".join(f'<a href="#group-{html.escape(g.stem, quote=True)}">{html.escape(g.name)}</a>' for g in groups)
     parts = [f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{html.escape(title)}"
-             f"</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n<h1>{html.escape(title)}</h1>\n"
+             f"</title>\n<style>{_STYLE}</style>\n"
+             + (f'<script src="{PLOTLY_JS}" charset="utf-8"></script>\n' if interactive else "")
+             + f"</head>\n<body>\n<h1>{html.escape(title)}</h1>\n"
              f'<nav>{nav}<a href="#across">across groups</a></nav>\n']
     for group in groups:
         heading = group.lines[0] if group.lines else group.name
+        stems = [s for s, owner in placed_figures.items() if owner is group]
         parts.append(f'<section class="group" id="group-{html.escape(group.stem, quote=True)}">\n'
                      f"<h2>{html.escape(heading)}</h2>\n{_summary_html(group.lines)}"
-                     + figures_html([s for s, owner in placed_figures.items() if owner is group])
+                     + curves_html(group, stems)
+                     + figures_html(stems)
                      + "".join(table_section(p) for p, owner in placed_tables.items() if owner is group)
                      + "</section>\n")
     rest_figures = [s for s, owner in placed_figures.items() if owner is None]

@@ -123,13 +123,17 @@ def draw_curves(ax: Any, records: list[Record], metric: str, split: str = "test"
 BAND = " (band: min to max over seeds)"
 
 
+def accuracy_targets(records: list[Record]) -> list[tuple[float, str | None]]:
+    """The distinct accuracy targets of these runs: (value, split), ascending."""
+    return sorted({(r["target"]["value"], r["target"].get("split")) for r in records
+                   if (r.get("target") or {}).get("metric") == "accuracy" and r["target"].get("value") is not None},
+                  key=lambda target: (target[0], str(target[1])))
+
+
 def draw_targets(ax: Any, records: list[Record]) -> None:
     """A dashed line at each accuracy target of these runs, labelled with its value and split: where the
     curves must get to, so a run that stops short of it is seen to."""
-    targets = sorted({(r["target"]["value"], r["target"].get("split")) for r in records
-                      if (r.get("target") or {}).get("metric") == "accuracy" and r["target"].get("value") is not None},
-                     key=lambda target: (target[0], str(target[1])))
-    for value, split in targets:
+    for value, split in accuracy_targets(records):
         ax.axhline(value, linestyle="--", linewidth=1, color="0.4", label=f"target: {split or ''} accuracy {value:g}")
 
 
