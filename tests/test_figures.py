@@ -243,7 +243,9 @@ def test_lr_sensitivity_is_the_mean_final_accuracy_per_lr(suite: Suite) -> None:
     ax = lr_figure("test_grid", runs, "test").axes[0]
     assert ax.get_xscale() == "log"
     assert ax.get_xlabel() == "learning rate (log scale)"
-    assert ax.get_ylabel() == "final test accuracy (mean over seeds)"
+    low, high = ax.get_ylim()  # autoscaled to a narrow band of accuracies: the label says so
+    assert high - low < 0.5
+    assert ax.get_ylabel() == f"final test accuracy (mean over seeds) (axis zoomed to {low:.3g}-{high:.3g}, not 0-1)"
     lines = {line.get_label(): line.get_xydata() for line in data_lines(ax)}
     assert set(lines) == {"sgd, batch_size=32", "sgd, batch_size=64"}
     for label, xy in lines.items():
@@ -256,6 +258,16 @@ def test_lr_sensitivity_is_the_mean_final_accuracy_per_lr(suite: Suite) -> None:
         assert sorted(xy[:, 0]) == [0.05, 0.5]
     optimizers = lr_figure("test_optimizers", suite.group("test_optimizers"), "test").axes[0]
     assert {line.get_label() for line in data_lines(optimizers)} == {"sgd", "adam"}
+
+
+def test_an_accuracy_axis_spanning_most_of_0_to_1_is_not_called_zoomed(suite: Suite) -> None:
+    import copy
+
+    runs = copy.deepcopy(suite.group("test_grid"))
+    runs[0]["final"]["test_accuracy"], runs[1]["final"]["test_accuracy"] = 0.05, 0.98
+    ax = lr_figure("g", runs, "test").axes[0]
+    assert ax.get_ylim()[1] - ax.get_ylim()[0] >= 0.5
+    assert ax.get_ylabel() == "final test accuracy (mean over seeds)"
 
 
 def test_heatmap_of_lr_by_batch_size(suite: Suite) -> None:

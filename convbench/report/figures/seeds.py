@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from convbench.report.figures import FigureKind, FigureOptions
-from convbench.report.figures.style import failed, number, plt, row_label
+from convbench.report.figures.style import failed, number, plt, row_label, say_if_zoomed
 from convbench.report.identity import Record, headline, seed_sets
 
 
@@ -61,6 +61,8 @@ def seeds_figure(group: str, records: list[Record]) -> Figure:
     ax.set_xlabel(f"{metric.label} (one point per seed)")
     low, high = ax.get_xlim()
     ax.set_xlim(low, high + 0.25 * (high - low))  # room for the range labels
+    if metric.accuracy:
+        say_if_zoomed(ax, "x")
     ax.grid(True, axis="x", alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles, strict=True))

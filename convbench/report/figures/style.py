@@ -64,6 +64,27 @@ def run_flags(runs: list[Record]) -> str:
     return text
 
 
+#: An accuracy axis that shows less than this share of its full 0-1 range is said to be zoomed in its label.
+ZOOMED_SHARE = 0.5
+
+
+def zoom_note(low: float, high: float) -> str:
+    """`` (axis zoomed to 0.76-0.85, not 0-1)`` where an accuracy axis shows less than half of 0-1, else ``""``:
+    an autoscaled axis makes a 0.01 difference look like a chasm, and readers must be told."""
+    if not (math.isfinite(low) and math.isfinite(high)) or high - low >= ZOOMED_SHARE:
+        return ""
+    return f" (axis zoomed to {low:.3g}-{high:.3g}, not 0-1)"
+
+
+def say_if_zoomed(ax: Any, axis: str = "y") -> None:
+    """Append `zoom_note` to the label of an accuracy ``axis`` of ``ax`` (call once its limits are final)."""
+    low, high = ax.get_ylim() if axis == "y" else ax.get_xlim()
+    label = ax.get_ylabel() if axis == "y" else ax.get_xlabel()
+    note = zoom_note(low, high)
+    if note:
+        (ax.set_ylabel if axis == "y" else ax.set_xlabel)(label + note)
+
+
 def plain_log_ticks(axis: Any) -> None:
     """Tick labels on a log axis as plain numbers (0.3, 2), not 3x10^-1."""
     plain = FuncFormatter(lambda value, _: f"{value:g}")

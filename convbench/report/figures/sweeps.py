@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from convbench.report.figures import FigureKind, FigureOptions
-from convbench.report.figures.style import failed, finish, number, plt
+from convbench.report.figures.style import failed, finish, number, plt, say_if_zoomed
 from convbench.report.identity import Record, configuration, headline, metric_split
 
 
@@ -83,6 +83,8 @@ def lr_figure(group: str, records: list[Record], split: str) -> Figure:
     ax.set_xscale("log")
     ax.set_xlabel("learning rate (log scale)")
     ax.set_ylabel(metric.label + " (mean over seeds)")
+    if metric.accuracy:
+        say_if_zoomed(ax, "y")
     finish(ax, f"{group}: learning-rate sensitivity")
     return fig
 
