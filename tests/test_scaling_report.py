@@ -331,6 +331,22 @@ def test_the_figure_leaves_flagged_speedups_out_and_says_why():
     assert labels == ["superlinear\nideal 10 s > measured", "oversubscribed"]
 
 
+@pytest.mark.parametrize("times", [(20.0, 12.0, 8.0), (5.0, 6.0, 9.0), (9.0, 9.5, 9.0)])
+def test_the_time_legend_covers_no_bar_and_no_flag_label(times):
+    import pandas as pd
+
+    from convbench.report.figures.scaling import scaling_figure
+
+    runs = [record(size, time) for size, time in zip((1, 2, 4), times, strict=True)]
+    fig = scaling_figure(pd.DataFrame(scaling_rows(runs)))
+    fig.canvas.draw()
+    _, time_ax = fig.axes
+    legend = time_ax.get_legend().get_window_extent()
+    drawn = [bar.get_window_extent() for container in time_ax.containers for bar in container if bar.get_height()]
+    drawn += [text.get_window_extent() for text in time_ax.texts]
+    assert drawn and not [box for box in drawn if box.overlaps(legend)]
+
+
 def test_the_figure_names_rows_left_out_for_a_divergence():
     import pandas as pd
 
