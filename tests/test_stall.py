@@ -6,6 +6,7 @@ from a run; the runs are small real trainings on the test registry's data sets.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -150,4 +151,7 @@ def test_the_report_table_counts_stalled_seeds(tmp_path: Path, capsys: pytest.Ca
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
     header = [cell.strip() for cell in table[0].strip("|").split("|")]
     row = [cell.strip() for cell in table[2].strip("|").split("|")]
-    assert dict(zip(header, row, strict=True))["stalled"] == "1/3"
+    assert dict(zip(header, row, strict=True))["verdict"] == "stalled 1/3"  # printed: one verdict cell
+    with (tmp_path / "report" / "tables" / "g.csv").open(newline="", encoding="utf-8") as stream:
+        (written,) = csv.DictReader(stream)
+    assert written["stalled"] == "1/3"
