@@ -676,3 +676,12 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
         "torch_threads": torch.get_num_threads(),
         "scale": config.getoption("convbench_scale"),
     }
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """One line when the machine is already busy and torch's threads would fight the other work
+    (`convbench.busy_start`)."""
+    from convbench.busy_start import busy_machine_hint
+
+    hint = None if _secondary_rank() else busy_machine_hint(config.getoption("convbench_threads"))
+    return [hint] if hint else []
