@@ -491,3 +491,24 @@ def test_bad_threshold_is_a_one_line_error(study: Study, capsys: pytest.CaptureF
     assert code == 2 and out == ""
     (line,) = err.splitlines()
     assert line.startswith(f"convbench: error: {option} ") and repr(value) in line
+
+
+def test_runs_of_a_case_from_another_machine_in_the_same_file_are_not_pooled_as_seeds(
+        study: Study, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A results file appended to on two machines holds each seeded run twice over: the other machine's
+    (here with a much higher accuracy) must not join this machine's as extra seeds of one measurement."""
+    lines = [json.loads(line) for line in study.jsonl_path.read_text(encoding="utf-8").splitlines()]
+    elsewhere = []
+    for line in copy.deepcopy([line for line in lines if "::test_seeded[" in line["fullname"]]):
+        line["machine"] = {"node": "other-host"}
+        line["extra_info"]["convbench"]["final"]["test_accuracy"] = 1.0
+        elsewhere.append(line)
+    assert len(elsewhere) == 3
+    base = tmp_path / "appended.jsonl"
+    base.write_text("".join(json.dumps(line) + "\n" for line in [*elsewhere, *lines]), encoding="utf-8")
+    code, out, err = run_compare(capsys, base, study.jsonl_path)
+    assert code == 0, out + err  # the same runs on the same machine: nothing changed
+    (row,) = [line for line in out.splitlines() if "::test_seeded[" in line]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[2] == "3" and "6 -> 3" not in row  # this machine's three seeds, not six pooled
+    assert "3 run(s) of cases also run on another machine or commit in the same file set aside" in err

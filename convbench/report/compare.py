@@ -33,14 +33,31 @@ Key = tuple[str, Any]  # (test name without the seed token, scale); a throughput
 THROUGHPUT = "throughput"
 
 
-def cases_of(loaded: loader.LoadedFile) -> dict[Key, list[dict[str, Any]]]:
-    """The file's runs (the latest of each test and scale), per case: the seeds of a case together."""
+def cases_of(loaded: loader.LoadedFile, warnings: list[str] | None = None) -> dict[Key, list[dict[str, Any]]]:
+    """The file's runs (the latest of each test and scale), per case: the seeds of a case together.
+
+    A results file appended to from several machines or commits can hold one case's runs from each;
+    they are not seeds of one measurement. A case keeps the runs of the machine and commit it was last
+    run on, and a line in ``warnings`` says how many runs were set aside."""
     entries = sorted(loaded.records + loaded.failed, key=lambda r: r["position"])
     latest, _ = loader.latest_only(entries)
     cases: dict[Key, list[dict[str, Any]]] = {}
     for record in latest:
         cases.setdefault((seedless_test_name(record["test"]), record.get("scale")), []).append(record)
+    set_aside = 0
+    for key, runs in cases.items():
+        origin = _origin(max(runs, key=lambda r: r["position"]))
+        kept = [run for run in runs if _origin(run) == origin]
+        set_aside += len(runs) - len(kept)
+        cases[key] = kept
+    if set_aside and warnings is not None:
+        warnings.append(f"{loaded.path}: {set_aside} run(s) of cases also run on another machine or commit in "
+                        f"the same file set aside; each case is compared on the machine and commit it last ran on")
     return cases
+
+
+def _origin(record: dict[str, Any]) -> tuple[Any, Any]:
+    return record.get("machine"), record.get("commit")
 
 
 def throughput_of(loaded: loader.LoadedFile) -> dict[Key, dict[str, Any]]:
@@ -76,7 +93,7 @@ def compare_files(base: str | Path, new: str | Path, rules: Rules | None = None)
     loaded = _load_both(comparison, base, new)
     if loaded is None:
         return comparison
-    base_cases, new_cases = cases_of(loaded[0]), cases_of(loaded[1])
+    base_cases, new_cases = cases_of(loaded[0], comparison.warnings), cases_of(loaded[1], comparison.warnings)
     base_speed, new_speed = throughput_of(loaded[0]), throughput_of(loaded[1])
     metric = headline(loaded[0].records + loaded[1].records)
     comparison.changes = [compare_case(CaseChange(key[0], key[1], runs, new_cases[key], metric), rules)
