@@ -150,8 +150,8 @@ def refusal(case: Case, config: pytest.Config, *, throughput: bool = False) -> s
 def skip_if_refused(case: Case, config: pytest.Config, *, throughput: bool = False) -> None:
     """Skip the test in one line where its case cannot run beside the other workers' (`refusal`)."""
     reason = refusal(case, config, throughput=throughput)
-    if reason is not None:
-        pytest.skip(reason)
+    if reason is not None:  # reported at the test's own line, as a skip mark is, not at this one
+        raise pytest.skip.Exception(reason, _use_item_location=True)
 
 
 class WorkerPlugin:
