@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from convbench.case import Case
     from convbench.result import RunResult
 
-#: ``workerinput`` key of what the controller tells each worker (`_WorkerInput`).
+#: ``workerinput`` key of what the controller tells each worker: the session id and its `WorkerDevice` as a dict.
 _INPUT = "convbench"
 #: Attribute of a worker's test report that carries the case's benchmark entry and record to the controller.
 _PAYLOAD = "convbench_xdist"
@@ -135,8 +135,8 @@ def refusal(case: Case, config: pytest.Config, *, throughput: bool = False) -> s
         kind, why = f"device={case.device!r}", f"names one GPU, but under -n {n} each worker has its own ({here})"
     elif case.world_size > 1 and not on_gpus:
         kind = f"world_size={case.world_size} on CPUs"
-        why = (f"its {case.world_size} processes would share the cores with the other workers' cases ({here}, "
-               f"{device.threads} thread(s))")
+        threads = "" if device.threads is None else f", {device.threads} thread(s)"
+        why = f"its {case.world_size} processes would share the cores with the other workers' cases ({here}{threads})"
     elif case.world_size > len(device.gpus) and on_gpus:
         kind = f"world_size={case.world_size} on {len(device.gpus)} GPU(s) per worker"
         fewer = len(device.gpus) * n // case.world_size
