@@ -200,6 +200,21 @@ def test_nothing_is_refused_without_other_workers(config: Any) -> None:
     assert xdist_support.parallel(config) is None
 
 
+def test_a_cpu_worker_trains_with_its_share_of_threads_in_the_controllers_session() -> None:
+    config = worker_config(threads=3)
+    config.stash, config.option = {_SESSION: "own"}, SimpleNamespace(convbench_threads=None)
+    xdist_support.WorkerPlugin().pytest_configure(config)
+    assert config.option.convbench_threads == 3  # what the session's settings fixture gives torch
+    assert config.stash[_SESSION] == "s1"
+
+
+def test_a_gpu_worker_keeps_the_sessions_threads() -> None:
+    config = worker_config(gpus=["0"], gpu_indices=[0], threads=None)
+    config.stash, config.option = {_SESSION: "own"}, SimpleNamespace(convbench_threads=2)
+    xdist_support.WorkerPlugin().pytest_configure(config)
+    assert config.option.convbench_threads == 2
+
+
 def test_results_record_the_worker_and_device(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
     shared = xdist_support.parallel(worker_config(slot=1, gpus=["3"], gpu_indices=[1], threads=None))

@@ -98,6 +98,8 @@ def test_every_case_is_in_the_results_file_once_from_both_workers(sessions: dict
     shared = [line["extra_info"]["convbench"]["parallel"] for line in records]
     assert {p["worker"] for p in shared} == {"gw0", "gw1"}
     assert all(p["workers"] == 2 and p["device"] == "cpu" and p["threads"] == 1 for p in shared)
+    # the threads torch trained with, as the run's machine-load reading counted them
+    assert {line["extra_info"]["convbench"]["machine_load"]["hosts"][0]["threads"] for line in records} == {1}
     assert len({line["session"] for line in records}) == 1  # one session, not one per worker
     assert all("parallel" not in line["extra_info"]["convbench"] for line in lines(sessions["serial"]))
 
