@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 
-from convbench import __version__, results_file
+from convbench import __version__, results_file, xdist_support
 from convbench.case import DEFAULT_SCALE, SCALES, Case
 from convbench.errors import ConvbenchError
 from convbench.result import RECORD_SCHEMA
@@ -141,6 +141,13 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.verbose = min(config.option.verbose, -2)
         config.option.reportchars = "fE"  # failures and errors in the short summary, as by default
         config.option.benchmark_quiet = True
+    xdist_support.register(config)  # pytest -n N: a device per worker, cases gathered (convbench.xdist_support)
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto``: one worker per visible GPU where there are GPUs (else pytest-xdist's own count)."""
+    return xdist_support.auto_workers(config)
 
 
 def pytest_plugin_registered(plugin: object, plugin_name: str, manager: pytest.PytestPluginManager) -> None:
@@ -246,6 +253,7 @@ def convergence(request: pytest.FixtureRequest, benchmark: Any, convbench_settin
     def run(case: Case) -> RunResult:
         scaled = _session_case(case, convbench_settings, convbench_world_size, request)
         _skip_other_world_sizes_under_torchrun(scaled)
+        xdist_support.skip_if_refused(scaled, request.config)
         record = _start_record(request, benchmark, "convbench", scaled, convbench_settings)
         line = _start_progress(request, convbench_settings, scaled.id)
         handles: list[launch.PreparedCase] = []
@@ -265,6 +273,7 @@ def convergence(request: pytest.FixtureRequest, benchmark: Any, convbench_settin
                 handle.close()
             if line is not None:
                 line.finish_case()
+        result = xdist_support.with_parallel(result, request.config)  # beside other cases, under pytest -n N
         record.update(result.to_dict())
         benchmark.extra_info["convbench"] = record
         return result
@@ -326,6 +335,7 @@ def throughput(request: pytest.FixtureRequest, benchmark: Any, convbench_setting
                 raise ConvbenchError(f"throughput {name}={value!r}: expected a positive integer")
         scaled = _session_case(case, convbench_settings, convbench_world_size, request)
         _skip_other_world_sizes_under_torchrun(scaled)
+        xdist_support.skip_if_refused(scaled, request.config, throughput=True)
         record = _start_record(request, benchmark, "convbench_throughput", scaled, convbench_settings)
         line = _start_progress(request, convbench_settings, scaled.id)
         started = iter(range(1, rounds + 1))

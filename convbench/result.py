@@ -11,7 +11,9 @@ read unchanged (their stop reason is unknown). ``convbench.result/3`` added the 
 (``stalled``, ``stall``, stop reason ``"stalled"``); in older files it is unknown (``stalled`` None),
 and a run that never learned may show stop reason ``"budget"`` there. ``machine_load`` and ``energy`` came later within
 version 2: they are optional, and None in files written before them (as are a throughput result's
-``round_s.median``, ``round_s.std`` and ``machine_load`` within ``convbench.throughput/1``). Bump
+``round_s.median``, ``round_s.std`` and ``machine_load`` within ``convbench.throughput/1``). ``parallel``
+came later within version 3: it is written only for a run that shared the machine with other cases
+(pytest-xdist), and absent, read as None, for a run that had it to itself and in files written before it. Bump
 `SCHEMA` when a field changes meaning, and keep the older versions in `READABLE_SCHEMAS` while they
 can be read.
 """
@@ -362,6 +364,31 @@ def _check_curves(curves: dict[str, Any], path: str = "curves") -> dict[str, Any
     return curves
 
 
+@dataclass(frozen=True)
+class Parallel:
+    """How a run shared the machine: pytest-xdist ran ``workers`` cases at once, this one on ``worker``
+    (``gw1``), pinned to ``device`` (``cuda:1`` in the session's numbering, ``cuda:2,cuda:3``, or ``cpu``
+    with ``threads`` torch threads, its share of the cores; `convbench.worker_devices`).
+
+    Its quality numbers are the same as alone; its times were taken side by side with other cases, so
+    `convbench compare` does not judge them against times taken alone, and tables and figures say so.
+    """
+
+    workers: int
+    worker: str
+    device: str
+    threads: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str = "parallel") -> Parallel:
+        f = _Fields(data, path)
+        return cls(workers=f.integer("workers"), worker=f.text("worker"), device=f.text("device"),
+                   threads=f.integer("threads", optional=True))
+
+
 # ------------------------------------------------------------------------------- the results
 @dataclass
 class RunResult:
@@ -395,6 +422,8 @@ class RunResult:
     #: Whether the run ended at chance level (`convbench.stall`); None in files written before the verdict.
     stalled: bool | None = False
     stall: Stall | None = None
+    #: Which other cases ran beside it (pytest-xdist); None, and absent from `to_dict`, for a run alone.
+    parallel: Parallel | None = None
 
     # Conveniences for assertions in suites ------------------------------------------------------
     @property
@@ -424,9 +453,11 @@ class RunResult:
 
     def to_dict(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        for name in ("divergence", "timing", "target", "telemetry", "machine_load", "energy", "stall"):
+        for name in ("divergence", "timing", "target", "telemetry", "machine_load", "energy", "stall", "parallel"):
             part = data[name]
             data[name] = None if part is None else part.to_dict()
+        if data["parallel"] is None:  # a run alone: its record stays as before parallel runs were recorded
+            del data["parallel"]
         return _json_clean(data)
 
     @classmethod
@@ -438,7 +469,7 @@ class RunResult:
             raise ResultSchemaError(f"result schema {schema!r}; this convbench reads {', '.join(READABLE_SCHEMAS)}")
         divergence, telemetry = f.mapping("divergence", optional=True), f.mapping("telemetry", optional=True)
         machine_load, energy = f.mapping("machine_load", optional=True), f.mapping("energy", optional=True)
-        stall = f.mapping("stall", optional=True)
+        stall, parallel = f.mapping("stall", optional=True), f.mapping("parallel", optional=True)
         stalled = f.flag("stalled") if schema == SCHEMA else None
         return cls(
             case_id=f.text("case_id"), case=f.mapping("case"), scale=f.text("scale"), device=f.text("device"),
@@ -455,6 +486,7 @@ class RunResult:
             machine_load=None if machine_load is None else MachineLoad.from_dict(machine_load),
             energy=None if energy is None else Energy.from_dict(energy),
             stalled=stalled, stall=None if stall is None else Stall.from_dict(stall),
+            parallel=None if parallel is None else Parallel.from_dict(parallel),
         )
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 from convbench.errors import ReportInputError
 from convbench.report import load as loader
+from convbench.report import parallel
 from convbench.report.formats import one_line, to_markdown
 from convbench.report.identity import Headline, headline, seedless_test_name
 from convbench.report.regression import (
@@ -207,12 +208,14 @@ def _unjudged_times(comparison: Comparison, rules: Rules) -> list[str]:
     compared = comparison.compared
     few = sum(c.time_status == TOO_FEW for c in compared)
     busy = sum(c.time_status == BUSY for c in compared)
-    if not few and not busy:
+    shared = sum(c.time_status == parallel.NOT_COMPARABLE for c in compared)
+    if not few and not busy and not shared:
         return []
     why = [f"{few} with too few runs or rounds a side (--min-time-samples)"] if few else []
     why += [f"{busy} measured on a busy machine (--judge-busy)"] if busy else []
+    why += [f"{shared} measured beside other cases (pytest -n) on one side only"] if shared else []
     cases = f"{len(compared)} case{'s' * (len(compared) != 1)}"
-    return [f"times not judged for {few + busy} of {cases}: {'; '.join(why)}"]
+    return [f"times not judged for {few + busy + shared} of {cases}: {'; '.join(why)}"]
 
 
 def _text(comparison: Comparison, base: str | Path, new: str | Path, metric: Headline, rules: Rules) -> str:

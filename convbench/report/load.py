@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from convbench.errors import ReportInputError
-from convbench.report import identity, schema
+from convbench.report import identity, parallel, schema
 from convbench.report.formats import one_line
 from convbench.result import RECORD_SCHEMA, ResultSchemaError
 
@@ -331,8 +331,9 @@ def to_frame(records: list[dict[str, Any]], split: str) -> pd.DataFrame:
     Every column holds plain Python values (object dtype), so that a number a run did not record (None)
     stays apart from a NaN it did record: `convbench.report.formats` shows the one as ``-``, the other as ``nan``.
     ``energy_j`` and ``energy_to_target_j`` are columns only where some run read an energy counter, and
-    ``busy`` only where some run recorded the machine's load: a table of older results stays as narrow as
-    it was, and energy nobody measured is never shown as 0.
+    ``busy`` only where some run recorded the machine's load, and ``parallel`` (``alone``, ``2 workers``)
+    with ``parallel_device`` only where some run was measured beside other cases (``pytest -n N``): a table
+    of older results stays as narrow as it was, and energy nobody measured is never shown as 0.
     """
     import pandas as pd  # here, so that the command line starts without it
 
@@ -340,6 +341,7 @@ def to_frame(records: list[dict[str, Any]], split: str) -> pd.DataFrame:
     mixed = identity.mixes_sources(records)
     with_load = any(r.get("machine_load") is not None for r in records)
     with_energy = any((r.get("energy") or {}).get("source") is not None for r in records)
+    with_parallel = parallel.any_parallel(records)  # pytest -n N: runs measured beside other cases
     # the train accuracy beside the held-out one (a train/test table), where some run evaluated it
     with_train_accuracy = split != "train" and any(r["final"].get("train_accuracy") is not None for r in records)
     rows = []
@@ -378,6 +380,7 @@ def to_frame(records: list[dict[str, Any]], split: str) -> pd.DataFrame:
             **({"energy_j": energy.get("run_j"), "energy_to_target_j": energy.get("to_target_j")}
                if with_energy else {}),
             **({"busy": busy_label(r.get("machine_load"))} if with_load else {}),
+            **({parallel.COLUMN: parallel.label(r), "parallel_device": parallel.device(r)} if with_parallel else {}),
             "source": r["source"],
             "_config": identity.config_key(r),  # internal: which runs are seeds of one configuration; never written
         })

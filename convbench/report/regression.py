@@ -14,7 +14,8 @@ Quality and time are judged apart, because a loaded machine moves one and not th
   be compared by is never a pass.
 * **Time** (train time per seed, or a throughput case's rounds) is noisy on a shared machine and is
   judged by `convbench.report.time_rule`: enough samples, a test on their spread, a relative and an
-  absolute threshold, and no busy machine on either side.
+  absolute threshold, and no busy machine on either side. Times measured beside other cases
+  (``pytest -n N``) are compared only with times measured beside as many (`convbench.report.parallel`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from convbench.report import parallel
 from convbench.report.identity import Headline
 from convbench.report.time_rule import TimeRule, TimeSamples, judge_time
 
@@ -151,6 +153,11 @@ def _compare_times(change: CaseChange, rule: TimeRule) -> None:
     new_t = _finite(new_all)
     if base_t and (problem := _not_comparable("train time", new_all)):
         change.problems.append(problem)
+    if base_t and new_t and (mismatch := parallel.time_mismatch(change.trained(change.base),
+                                                                change.trained(change.new))):
+        change.time_status = parallel.NOT_COMPARABLE  # quality is still judged: the devices were the runs' own
+        change.notes.append(mismatch)
+        return
     if base_t and new_t and statistics.fmean(base_t) > 0:
         verdict = judge_time(TimeSamples.of(base_t, busy=change.busy(change.trained(change.base))),
                              TimeSamples.of(new_t, busy=change.busy(change.trained(change.new))), rule)

@@ -4,7 +4,8 @@ A group is a benchmark group, or with ``group_by`` each combination of the given
 that differ only in their seed are one row: each metric is the mean over the seeds, ``<metric>_std``
 their sample standard deviation, and ``seeds`` how many runs there were. Where runs recorded it, ``busy``
 says whether other work kept the machine busy (``yes``, ``no``, ``?``: could not tell; over seeds,
-``2 yes, 1 no``), and ``energy_j`` / ``energy_to_target_j`` the energy counters' readings; tables of
+``2 yes, 1 no``), ``parallel`` whether they were measured beside other cases (``pytest -n 2``: ``2
+workers``; ``alone``), and ``energy_j`` / ``energy_to_target_j`` the energy counters' readings; tables of
 runs without them have no such columns. Pivot tables lay one metric out over two case fields (e.g. lr
 x batch size) per group.
 """
@@ -24,6 +25,7 @@ from convbench.report.formats import heading, to_csv, to_html, to_latex, to_mark
 from convbench.report.identity import Headline, seedless_id
 from convbench.report.load import CASE_FIELDS, whole
 from convbench.report.names import Names
+from convbench.report.parallel import COLUMN as PARALLEL
 
 #: Numbers only some results have: `convbench.report.load.to_frame` makes them columns only where a run has
 #: them (energy where a counter was read), and the tables follow it, so that they stay narrow without them.
@@ -52,7 +54,8 @@ def table_columns(split: str, available: Collection[str], *, with_group: bool = 
     columns = ["case", *(["group"] if with_group else []), "seeds"]
     for metric in metric_columns(split, available):
         columns += [metric, metric + STD_SUFFIX]
-    return [*columns, "diverged", "stalled", "outcome", *([BUSY] if BUSY in available else [])]
+    return [*columns, "diverged", "stalled", "outcome", *([BUSY] if BUSY in available else []),
+            *([PARALLEL] if PARALLEL in available else [])]
 
 
 # ----------------------------------------------------------------------------------- grouping
@@ -156,6 +159,8 @@ def aggregate_seeds(runs: pd.DataFrame, split: str, *, with_group: bool = False)
         row["outcome"] = _summary([plain(v) for v in seeds["outcome"]])
         if BUSY in runs.columns:  # "yes", or "2 yes, 1 no" over the seeds ("-": not recorded)
             row[BUSY] = _summary([plain(v) or "-" for v in seeds[BUSY]])
+        if PARALLEL in runs.columns:  # "2 workers" (pytest -n 2), "alone", or "2 2 workers, 1 alone" over seeds
+            row[PARALLEL] = _summary([plain(v) for v in seeds[PARALLEL]])
         rows.append(row)
     # object dtype keeps None (not recorded) apart from NaN (recorded): see convbench.report.formats
     table = pd.DataFrame(rows, columns=table_columns(split, runs.columns, with_group=with_group), dtype=object)

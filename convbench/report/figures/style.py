@@ -53,12 +53,14 @@ def row_label(runs: list[Record]) -> str:
 
 
 def run_flags(runs: list[Record]) -> str:
-    """`` (diverged)``, `` (2 stalled)``, `` (1 busy machine)``...: what marks some of a configuration's runs;
-    without a count for a single run."""
+    """`` (diverged)``, `` (2 stalled)``, `` (1 busy machine)``, `` (parallel)``...: what marks some of a
+    configuration's runs (parallel: measured beside other cases, ``pytest -n N``, so their times and the curves
+    drawn against time are not those of a run alone); without a count for a single run."""
     text = ""
     for flag, count in (("diverged", sum(bool(r["diverged"]) for r in runs)),
                         ("stalled", sum(stalled(r) for r in runs)),
-                        ("busy machine", sum(bool((r.get("machine_load") or {}).get("busy")) for r in runs))):
+                        ("busy machine", sum(bool((r.get("machine_load") or {}).get("busy")) for r in runs)),
+                        ("parallel", sum(bool(r.get("parallel")) for r in runs))):
         if count:
             text += f" ({flag})" if len(runs) == 1 else f" ({count} {flag})"
     return text
