@@ -87,3 +87,9 @@ def test_a_metric_one_case_did_not_record_is_a_dash_not_zero():
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in text.splitlines()]
     column = rows[0].index("train loss")
     assert [row[column] for row in rows[2:]] == ["0.3", "-"]
+
+
+def test_busy_and_parallel_columns_are_printed_where_runs_recorded_them():
+    shown = terminal_table(table(final_test_accuracy=[0.9, 0.8]).assign(busy=["yes", "no"],
+                                                                           parallel=["2 workers", "alone"]), ACCURACY)
+    assert list(shown.columns)[-2:] == ["busy", "parallel"] and shown["parallel"].tolist() == ["2 workers", "alone"]

@@ -16,6 +16,7 @@ import pandas as pd
 
 from convbench.report.formats import number, to_markdown
 from convbench.report.identity import Headline
+from convbench.report.parallel import COLUMN as PARALLEL
 from convbench.report.tables import BUSY, STD_SUFFIX, plain
 
 #: What each printed metric column is called: the written tables' column names are made for scripts.
@@ -83,8 +84,9 @@ def terminal_table(table: pd.DataFrame, headline: Headline) -> pd.DataFrame:
             if any(v is not None for v in values):
                 shown[name] = pd.Series(values, index=table.index, dtype=object)
     shown[VERDICT] = [verdict_text(row) for _, row in table.iterrows()]
-    if BUSY in table.columns:
-        shown[BUSY] = table[BUSY]
+    for column in (BUSY, PARALLEL):  # whether the times can be trusted: other work, other cases beside it
+        if column in table.columns:
+            shown[column] = table[column]
     return shown
 
 
