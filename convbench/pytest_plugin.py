@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 
-from convbench import __version__, results_file
+from convbench import __version__, results_file, resume
 from convbench.case import DEFAULT_SCALE, SCALES, Case
 from convbench.errors import ConvbenchError
 from convbench.result import RECORD_SCHEMA
@@ -64,6 +64,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="fail a case that runs longer than SECONDS and go on with the next: multi-process "
                          "cases have their workers killed (default 1800), single-process ones are "
                          "interrupted (default: no limit)")
+    resume.add_option(group)  # --convbench-resume (convbench/resume.py)
 
 
 # Option values are checked as they are parsed: a bad one is a one-line usage error before any case
@@ -247,6 +248,9 @@ def convergence(request: pytest.FixtureRequest, benchmark: Any, convbench_settin
         scaled = _session_case(case, convbench_settings, convbench_world_size, request)
         _skip_other_world_sizes_under_torchrun(scaled)
         record = _start_record(request, benchmark, "convbench", scaled, convbench_settings)
+        stored = resume.stored(request.config, scaled, convbench_settings.scale, results_path(request.config))
+        if stored is not None:  # --convbench-resume: measured before, reported again, not trained
+            return resume.replay(request.config, benchmark, record, stored)
         line = _start_progress(request, convbench_settings, scaled.id)
         handles: list[launch.PreparedCase] = []
 
@@ -492,10 +496,11 @@ def _append_result(item: pytest.Item, record: _CaseRecord) -> None:
     still appended if they can be, and pytest-benchmark's own output keeps every case.
     """
     path = results_path(item.config)
-    if path is None or _secondary_rank():
+    if path is None or _secondary_rank() or resume.is_resumed(record.fields):  # a resumed case is there already
         return
     line = {
         "schema": RECORD_SCHEMA,
+        resume.VERSION_KEY: __version__,  # what --convbench-resume matches
         "machine": {"node": platform.node()},  # what pytest-benchmark's machine_info calls the host
         "commit": _commit_info(item.config),
         "session": item.config.stash[_SESSION],
