@@ -4,6 +4,7 @@ another), a worker stopped by Ctrl-C, and the report's search section."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
@@ -199,6 +200,27 @@ def test_a_tiny_study_on_the_journal_file_writes_every_trial_and_reports_its_bes
     again = run_worker(space, WorkerOptions(study="tiny", results=tmp_path / "results.jsonl", heartbeat_s=1),
                        say=lambda line: None)
     assert again.ran == {} and len(trial_lines(tmp_path / "results.jsonl")) == 3
+    # a seeded study taken up again goes on drawing new values, not the first trials' again
+    more = run_worker(dataclasses.replace(space, trials=5), WorkerOptions(study="tiny", results=None, heartbeat_s=1),
+                      say=lambda line: None)
+    assert more.ran == {"complete": 2}
+    drawn = [t.params["lr"] for t in journal_study(tmp_path / ".convbench" / "search-journal.log", "tiny").trials]
+    assert len(set(drawn)) == 5, drawn
+
+
+@pytest.mark.slow
+def test_a_multi_process_trial_reports_its_evaluations_to_the_pruner(tmp_path, monkeypatch):
+    """The session's process alone talks to the study: rank 0's evaluations reach it through the worker pool."""
+    monkeypatch.chdir(tmp_path)
+    space = SearchSpace(base=BASE.replace(world_size=2), params=LR, pruner="median", trials=1, seed=0)
+    summary = run_worker(space, WorkerOptions(study="ddp", results=tmp_path / "r.jsonl", heartbeat_s=1),
+                         say=lambda line: None)
+    assert summary.ran == {"complete": 1}
+    trial = journal_study(tmp_path / ".convbench" / "search-journal.log", "ddp").trials[0]
+    assert sorted(trial.intermediate_values) == [10, 20]  # every evaluation after step 0
+    assert trial.intermediate_values[20] == trial.value
+    (line,) = trial_lines(tmp_path / "r.jsonl")
+    assert ", world_size=2," in line["case_source"]
 
 
 @pytest.mark.slow

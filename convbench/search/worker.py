@@ -51,14 +51,18 @@ class WorkerSummary:
     requeued: int | None = None  # the trial Ctrl-C stopped, queued again for another worker
 
 
-def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
+def make_sampler(space: SearchSpace, trials_before: int = 0) -> optuna.samplers.BaseSampler:
+    """The space's sampler. A seeded one is seeded with the seed plus the trials the study held when this worker
+    joined: one worker's study is reproducible, and a worker that joins or resumes it later does not draw the
+    values of the first trials again (workers started together on a new study should leave the seed None)."""
+    seed = None if space.seed is None else space.seed + trials_before
     if space.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=space.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     if space.sampler == "grid":
         grid = {name: list(d.choices) for name, d in space.params.items()}  # checked categorical by SearchSpace
-        return optuna.samplers.GridSampler(grid, seed=space.seed)
+        return optuna.samplers.GridSampler(grid, seed=seed)
     # constant liar: a running trial counts as a poor one, so parallel workers do not all sample one spot
-    return optuna.samplers.TPESampler(seed=space.seed, constant_liar=True)
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
 
 
 def make_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
@@ -72,6 +76,8 @@ def open_study(space: SearchSpace, options: WorkerOptions) -> optuna.Study:
     storage = open_storage(options.storage, options.heartbeat_s)
     study = optuna.create_study(storage=storage, study_name=options.study, direction=goal.direction,
                                 sampler=make_sampler(space), pruner=make_pruner(space), load_if_exists=True)
+    if space.seed is not None:
+        study.sampler = make_sampler(space, trials_before=len(study.get_trials(deepcopy=False)))
     made_for = study.user_attrs.get("convbench_objective")
     if made_for is None:
         study.set_user_attr("convbench_objective", goal.name)
