@@ -318,3 +318,38 @@ def test_the_example_search_space_loads_and_builds_the_labs_cases():
     case = space.case({"lr": 0.01, "momentum": 0.9, "batch_size": 64, "filters": 8})
     assert (dict(case.model_kwargs), dict(case.optimizer_kwargs)) == ({"filters": (8, 16)}, {"momentum": 0.9})
     assert case.at_scale("quick").dataset == "mnist-5k"
+
+
+@pytest.mark.parametrize(("space_text", "options", "message"), [
+    ("", ["--trials", "0"], "convbench: error: --trials='0': expected a whole number >= 1"),
+    ("", ["--timeout", "-5"], "convbench: error: --timeout='-5': expected a positive, finite number of seconds"),
+    ("", ["--heartbeat", "x"], "convbench: error: --heartbeat='x': expected a whole number >= 1"),
+    ("sofmax", [], "convbench: error: unknown model 'sofmax'; did you mean 'softmax'?"),
+])
+def test_the_command_line_says_what_is_wrong_in_one_line_before_any_trial(tmp_path, capsys, space_text, options,
+                                                                           message):
+    source = write_space(tmp_path).read_text().replace('model="softmax"', f'model="{space_text or "softmax"}"')
+    (tmp_path / "space.py").write_text(source)
+    code = convbench_main(["search", str(tmp_path / "space.py"), "--results", str(tmp_path / "r.jsonl"),
+                           "--storage", str(tmp_path / "journal.log"), *options])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(message) and err.count("\n") == 1, err
+    assert not (tmp_path / "journal.log").exists()  # no study was touched
+
+
+def test_the_command_lines_budget_replaces_the_spaces_and_grid_search_walks_the_categorical_values():
+    from convbench.search.space import with_budget
+    from convbench.search.worker import make_pruner, make_sampler
+
+    space = SearchSpace(base=BASE, params={"lr": CategoricalDistribution([0.1, 0.2]),
+                                           "batch_size": CategoricalDistribution([50, 100])},
+                        sampler="grid", pruner="hyperband", trials=10)
+    assert (with_budget(space, None, 60.0).trials, with_budget(space, None, 60.0).timeout_s) == (10, 60.0)
+    assert with_budget(space, 3, None).trials == 3
+    study = optuna.create_study(sampler=make_sampler(space), pruner=make_pruner(space))
+    assert isinstance(study.pruner, optuna.pruners.HyperbandPruner)
+    study.optimize(lambda t: t.suggest_categorical("lr", [0.1, 0.2]) * t.suggest_categorical("batch_size", [50, 100]),
+                   n_trials=10)
+    assert len(study.trials) == 4  # the grid's four points, each once; then the sampler stops the study
+    assert {(t.params["lr"], t.params["batch_size"]) for t in study.trials} == {(0.1, 50), (0.1, 100), (0.2, 50),
+                                                                                (0.2, 100)}
