@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 
-from convbench import __version__, results_file, resume
+from convbench import __version__, results_file
 from convbench.case import DEFAULT_SCALE, SCALES, Case
 from convbench.errors import ConvbenchError
 from convbench.result import RECORD_SCHEMA
@@ -64,7 +64,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="fail a case that runs longer than SECONDS and go on with the next: multi-process "
                          "cases have their workers killed (default 1800), single-process ones are "
                          "interrupted (default: no limit)")
-    resume.add_option(group)  # --convbench-resume (convbench/resume.py)
+    from convbench import resume  # --convbench-resume (convbench/resume.py)
+
+    resume.add_option(group)
 
 
 # Option values are checked as they are parsed: a bad one is a one-line usage error before any case
@@ -248,6 +250,8 @@ def convergence(request: pytest.FixtureRequest, benchmark: Any, convbench_settin
         scaled = _session_case(case, convbench_settings, convbench_world_size, request)
         _skip_other_world_sizes_under_torchrun(scaled)
         record = _start_record(request, benchmark, "convbench", scaled, convbench_settings)
+        from convbench import resume
+
         stored = resume.stored(request.config, scaled, convbench_settings.scale, results_path(request.config))
         if stored is not None:  # --convbench-resume: measured before, reported again, not trained
             return resume.replay(request.config, benchmark, record, stored)
@@ -495,6 +499,8 @@ def _append_result(item: pytest.Item, record: _CaseRecord) -> None:
     A write that fails (a full disk) costs this line only: the session goes on, later cases are
     still appended if they can be, and pytest-benchmark's own output keeps every case.
     """
+    from convbench import resume
+
     path = results_path(item.config)
     if path is None or _secondary_rank() or resume.is_resumed(record.fields):  # a resumed case is there already
         return

@@ -15,7 +15,6 @@ from convbench.report.html import GroupSummary, write_index
 from convbench.report.identity import headline
 from convbench.report.names import Names
 from convbench.report.scaling import scaling_rows, throughput_rows, write_scaling, write_throughput
-from convbench.report.search import write_search
 from convbench.report.tables import PivotSpec, display, group_tables, pivot_tables, write_pivots, write_tables
 
 
@@ -78,6 +77,8 @@ def make_report(paths: list[str | Path], out_dir: Path, *, figures: bool = True,
     scaling_text, scaling_files = write_scaling(scaling_rows(records), out_dir, names)
     throughput_text, throughput_files = write_throughput(throughput_rows(throughput), out_dir, names)
     sections += [text for text in (scaling_text, throughput_text) if text]
+    from convbench.report.search import write_search  # convbench search's studies
+
     search_text, search_files = write_search(loader.expand_inputs(paths), out_dir, names, figures, report.warnings,
                                              tuple((figure_options or FigureOptions()).formats))  # convbench search
     sections += [search_text] if search_text else []
