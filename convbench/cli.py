@@ -136,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("kind", nargs="?", help="only this kind: optimizer, model, scheduler, augmentation, "
                                                  "dataset or figure")
     listing.set_defaults(handler=_list)
+
+    from convbench.search.command import add_parser as add_search_parser  # convbench search (Optuna)
+
+    add_search_parser(commands)
     return parser
 
 

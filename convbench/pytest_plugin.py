@@ -64,6 +64,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="fail a case that runs longer than SECONDS and go on with the next: multi-process "
                          "cases have their workers killed (default 1800), single-process ones are "
                          "interrupted (default: no limit)")
+    from convbench import resume  # --convbench-resume (convbench/resume.py)
+
+    resume.add_option(group)
 
 
 # Option values are checked as they are parsed: a bad one is a one-line usage error before any case
@@ -255,6 +258,11 @@ def convergence(request: pytest.FixtureRequest, benchmark: Any, convbench_settin
         _skip_other_world_sizes_under_torchrun(scaled)
         xdist_support.skip_if_refused(scaled, request.config)
         record = _start_record(request, benchmark, "convbench", scaled, convbench_settings)
+        from convbench import resume
+
+        stored = resume.stored(request.config, scaled, convbench_settings.scale, results_path(request.config))
+        if stored is not None:  # --convbench-resume: measured before, reported again, not trained
+            return resume.replay(request.config, benchmark, record, stored)
         line = _start_progress(request, convbench_settings, scaled.id)
         handles: list[launch.PreparedCase] = []
 
@@ -501,11 +509,14 @@ def _append_result(item: pytest.Item, record: _CaseRecord) -> None:
     A write that fails (a full disk) costs this line only: the session goes on, later cases are
     still appended if they can be, and pytest-benchmark's own output keeps every case.
     """
+    from convbench import resume
+
     path = results_path(item.config)
-    if path is None or _secondary_rank():
+    if path is None or _secondary_rank() or resume.is_resumed(record.fields):  # a resumed case is there already
         return
     line = {
         "schema": RECORD_SCHEMA,
+        resume.VERSION_KEY: __version__,  # what --convbench-resume matches
         "machine": {"node": platform.node()},  # what pytest-benchmark's machine_info calls the host
         "commit": _commit_info(item.config),
         "session": item.config.stash[_SESSION],

@@ -81,6 +81,12 @@ def make_report(paths: list[str | Path], out_dir: Path, *, figures: bool = True,
     scaling_text, scaling_files = write_scaling(scaling_rows(records), out_dir, names)
     throughput_text, throughput_files = write_throughput(throughput_rows(throughput), out_dir, names)
     sections += [text for text in (scaling_text, throughput_text) if text]
+    from convbench.report.search import write_search  # convbench search's studies
+
+    search_text, search_files = write_search(loader.expand_inputs(paths), out_dir, names, figures, report.warnings,
+                                             tuple((figure_options or FigureOptions()).formats))  # convbench search
+    sections += [search_text] if search_text else []
+    report.written += search_files
     report.written += scaling_files + throughput_files
     report.cases += len(throughput)
     report.text = "\n\n".join(sections)
