@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from quiet_fixtures import quiet_copy
 
 from convbench.cli import main
 
@@ -47,9 +48,11 @@ class Study:
 
 
 @pytest.fixture(scope="module")
-def study() -> Study:
-    document = json.loads((DATA / "compare.json").read_text(encoding="utf-8"))
-    found = Study(DATA / "compare.json", DATA / "compare.jsonl", document)
+def study(tmp_path_factory: pytest.TempPathFactory) -> Study:
+    folder = tmp_path_factory.mktemp("compare-study")  # as if made on a quiet machine: see quiet_fixtures
+    json_path, jsonl_path = quiet_copy(DATA / "compare.json", folder), quiet_copy(DATA / "compare.jsonl", folder)
+    document = json.loads(json_path.read_text(encoding="utf-8"))
+    found = Study(json_path, jsonl_path, document)
     results = {name: b["extra_info"]["convbench"] for name, b in found.benches().items()}
     assert len(results) == 6 and len(found.seeded()) == 3
     for name, result in results.items():  # every case converged but the diverging one

@@ -10,10 +10,12 @@ import re
 from pathlib import Path
 
 import pytest
+from quiet_fixtures import quiet_copy
 
 from convbench.report import load as loader
 from convbench.report.figures.curves import curve_series, moving_mean
-from convbench.report.identity import configuration_name, seed_sets
+from convbench.report.figures.style import set_label
+from convbench.report.identity import seed_sets
 from convbench.report.interactive import curves_div, has_curves, write_plotly_js
 
 DATA = Path(__file__).parent / "data"
@@ -30,8 +32,10 @@ def figure_of(div: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def records() -> list[dict]:
-    return [r for name in ("compare.json", "figures.json") for r in loader.load(DATA / name).records]
+def records(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    folder = tmp_path_factory.mktemp("interactive")
+    paths = [quiet_copy(DATA / name, folder) for name in ("compare.json", "figures.json")]
+    return [record for path in paths for record in loader.load(path).records]
 
 
 def group(records: list[dict], name: str) -> list[dict]:
@@ -47,7 +51,7 @@ def test_one_legend_entry_per_configuration_toggles_both_panels(records):
     configurations = seed_sets(runs)
     assert len(lines) == 2 * len(configurations)  # loss and accuracy
     shown = [t["name"] for t in lines if t["showlegend"]]
-    assert sorted(shown) == sorted(configuration_name(c) for c in configurations)
+    assert sorted(shown) == sorted(set_label(c) for c in configurations)
     for trace in lines:
         assert trace["legendgroup"] == trace["name"]  # one click hides its loss and its accuracy
     assert {t["xaxis"] for t in lines} == {"x", "x2"}

@@ -938,8 +938,7 @@ def test_a_real_session_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
             group: sorted(row["case"] for row in rows) for group, (_, rows) in tables.items()}
         for _, rows in tables.values():
             for row in rows:
-                assert row["final_test_accuracy"] == format(live.records[row["case"]]["final"]["test_accuracy"],
-                                                            ".4g")
+                assert row["test acc"] == format(live.records[row["case"]]["final"]["test_accuracy"], ".4g")
         for row in read_csv(tmp_path / source.suffix[1:] / "tables" / "all_cases.csv"):
             assert_row_matches(row, live.records[row["case"]])
         assert (tmp_path / source.suffix[1:] / "figures" / "test_mixed-loss.png").read_bytes().startswith(
