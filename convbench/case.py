@@ -57,7 +57,8 @@ class Case:
 
     ``batch_size=None`` means full-batch gradient descent. Give exactly one of ``epochs`` (may be
     fractional) and ``steps``. ``eval_every`` is in steps; by default convbench evaluates once per
-    epoch (and at most 50 times per run), plus before the first and after the last step.
+    epoch (at least 4 and at most 50 times per run), plus before the first and after the last step.
+    ``eval_train_samples``: the train split's metrics are measured on a fixed subset of this size.
     ``divergence_factor``: a run whose smoothed train loss exceeds this multiple of its first loss,
     or that produces NaN/Inf, is stopped and reported as diverged.
     """
@@ -88,7 +89,7 @@ class Case:
     compile: bool | str = False
     eval_every: int | None = None
     eval_batch_size: int = 500
-    eval_train_samples: int | None = 10_000
+    eval_train_samples: int | None = 1_000  # was 10_000: see convbench.evaluation.MIN_EVALS
     target_accuracy: float | None = None
     target_loss: float | None = None
     target_split: str = "auto"
