@@ -17,7 +17,7 @@ import torch
 from benchmarks.timing import Comparison, alternate, load_1min
 from convbench.case import Case
 from convbench.device import resolve_device
-from convbench.engine import PreparedRun, RunSettings
+from convbench.engine import RunSettings, run_in_this_process
 from convbench.result import RunResult
 from convbench.speed_options import id_tokens
 
@@ -46,7 +46,8 @@ def run(repeats: int, tiny: bool = False, compile_options: bool = True) -> list[
         results: dict[str, list[RunResult]] = {"plain": [], "option": []}
 
         def timed(which: str, case: Case, results: dict[str, list[RunResult]] = results) -> float:
-            result = PreparedRun(case, RunSettings(telemetry_interval_s=None)).run()
+            # in this process, with the global torch state put back after each run (tf32 switches it on)
+            result = run_in_this_process(case, RunSettings(telemetry_interval_s=None))
             results[which].append(result)
             return result.timing.train_s / result.steps
 

@@ -117,8 +117,7 @@ class Speed:
         self._autocast: Callable[[], contextlib.AbstractContextManager[Any]] = (
             contextlib.nullcontext if dtype is None
             else lambda: torch.autocast(device_type=device.type, dtype=dtype))
-        self.scaler: torch.amp.GradScaler | None = (
-            torch.amp.GradScaler(device.type) if case.precision == "fp16" else None)
+        self.scaler: torch.amp.GradScaler | None = _scaler(device) if case.precision == "fp16" else None
 
     def set_global_precision(self) -> None:
         """TF32 for this case's matmuls and convolutions; `convbench.isolation` puts the switches back."""
@@ -169,6 +168,15 @@ class Speed:
 
     def backward(self, loss: torch.Tensor) -> None:
         (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+
+
+def _scaler(device: torch.device) -> torch.amp.GradScaler:
+    """fp16's gradient scaler for ``device``; a one-line error where torch has none for it."""
+    try:
+        return torch.amp.GradScaler(device.type)
+    except Exception as exc:  # a device type torch's scaler does not know
+        raise SpeedOptionError(f"precision='fp16' needs a gradient scaler, which torch {torch.__version__} lacks on "
+                               f"{device.type!r} ({type(exc).__name__}); valid choices here: fp32, bf16") from None
 
 
 class ScaledOptimizer:
