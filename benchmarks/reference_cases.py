@@ -58,6 +58,19 @@ def _differ(before: dict[str, Any], after: dict[str, Any], where: str = "field")
     return any(before[name] != after[name] for name in shared)
 
 
+def _differing_fields(before: dict[str, Any], after: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted names of the fields both record and that differ (curves and case fields one level deeper)."""
+    names = []
+    for name in sorted(set(before) & set(after)):
+        if before[name] == after[name]:
+            continue
+        if isinstance(before[name], dict) and isinstance(after[name], dict) and not prefix.count("."):
+            names += _differing_fields(before[name], after[name], f"{prefix}{name}.")
+        else:
+            names.append(prefix + name)
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     from convbench.engine import RunSettings
     from convbench.launch import close_pools, run_case
@@ -80,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     differ = [name for name in sorted(set(before) | set(results))
               if name not in before or name not in results or _differ(before[name], results[name])]
     for name in differ:
-        print(f"reference case {name}: results differ", file=sys.stderr)
+        fields = _differing_fields(before.get(name, {}), results.get(name, {}))
+        print(f"reference case {name}: results differ ({', '.join(fields) or 'missing'})", file=sys.stderr)
     print(f"{len(results) - len(differ)}/{len(results)} reference cases identical")
     return 1 if differ else 0
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from convbench import speed_options as speed
 from convbench.errors import CaseError, choices_hint
 
 
@@ -56,7 +57,8 @@ class Case:
 
     ``batch_size=None`` means full-batch gradient descent. Give exactly one of ``epochs`` (may be
     fractional) and ``steps``. ``eval_every`` is in steps; by default convbench evaluates once per
-    epoch (and at most 50 times per run), plus before the first and after the last step.
+    epoch (at least 4 and at most 50 times per run), plus before the first and after the last step.
+    ``eval_train_samples``: the train split's metrics are measured on a fixed subset of this size.
     ``divergence_factor``: a run whose smoothed train loss exceeds this multiple of its first loss,
     or that produces NaN/Inf, is stopped and reported as diverged.
     """
@@ -81,9 +83,13 @@ class Case:
     world_size: int = 1
     scaling: str = "strong"
     device: str = "auto"
+    # speed options (convbench.speed): autocast precision, NHWC memory format, torch.compile (True or a mode)
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool | str = False
     eval_every: int | None = None
     eval_batch_size: int = 500
-    eval_train_samples: int | None = 10_000
+    eval_train_samples: int | None = 1_000  # was 10_000: see convbench.evaluation.MIN_EVALS
     target_accuracy: float | None = None
     target_loss: float | None = None
     target_split: str = "auto"
@@ -109,6 +115,7 @@ class Case:
         set_(self, "scales", _normalize_scales(self.scales))
         if isinstance(self.lr, int) and not isinstance(self.lr, bool):
             set_(self, "lr", float(self.lr))
+        set_(self, "compile", speed.normalize_compile(self.compile))  # True -> "default"
         self._validate()
         for scale in self.scales:  # a scale's overrides are checked now, not when a run at that scale starts
             try:
@@ -156,6 +163,7 @@ class Case:
             # each rank takes its own GPU (rank r: cuda:r); one named device cannot serve them all
             raise CaseError(f"device={self.device!r} cannot be shared by world_size={self.world_size} ranks; valid "
                             "choices for a multi-device case: 'auto', 'cuda' (one GPU per rank) or 'cpu' (gloo)")
+        speed.check_fields(self.precision, self.channels_last)  # speed options
         self._check(self.eval_every is None or _is_positive_int(self.eval_every), "eval_every",
                  "a positive number of steps or None")
         self._check(_is_positive_int(self.eval_batch_size), "eval_batch_size", "a positive integer")
@@ -229,7 +237,9 @@ _ID_FIELDS = ("model", "optimizer", "lr", "batch_size", "world_size")
 #: and the budget are not among them (the cases of a study share them, and a scale changes them); two
 #: collected cases that still share an id are a collection error (`convbench.pytest_plugin`).
 _SHOWN_WHEN_SET = ("model_kwargs", "optimizer_kwargs", "dataset_kwargs", "scheduler", "scheduler_kwargs",
-                   "augmentations", "warmup_steps", "scaling", "shuffle", "seed")
+                   "augmentations", "warmup_steps", "scaling", "shuffle",
+                   "precision", "channels_last", "compile",  # speed options
+                   "seed")
 
 
 _DEFAULTS = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
@@ -296,6 +306,8 @@ def _token(name: str, value: Any) -> str:
         return "shuffled" if value else "fixed-order"
     if name == "warmup_steps":
         return f"warmup{value}"
+    if name in ("precision", "channels_last", "compile"):  # speed options
+        return "-".join(speed.id_tokens(**{"compile_mode" if name == "compile" else name: value}))
     if name == "augmentations":
         return "+".join(n for n, _ in _normalize_augmentations(value)) or "noaug"
     short = {"epochs": "ep", "seed": "seed", "steps": "steps"}.get(name, name)

@@ -23,6 +23,7 @@ from convbench.errors import CaseError
 from convbench.rank_share import RankShare
 from convbench.registry import Component, Registry
 from convbench.schedule import LRControl
+from convbench.speed import Speed
 
 #: In a multi-process run rank r reseeds torch's default generator with the case's seed plus
 #: ``RANK_SEED_STRIDE * (r + 1)`` once the model is built, so that ranks draw different dropout masks (and
@@ -52,6 +53,8 @@ class Trainable:
     optimizer: torch.optim.Optimizer
     lr_control: LRControl
     augment: Callable[[torch.Tensor], torch.Tensor]
+    #: What evaluation calls: ``module``, or with ``Case.compile`` the compiled module (`convbench.speed`).
+    eval_model: torch.nn.Module | None = None
 
 
 def check_components(case: Case, registry: Registry) -> None:
@@ -76,13 +79,18 @@ class CaseComponents:
                 component.check_kwargs(kwargs)
 
     def build(self, data: DatasetSplits, device: torch.device, dist: DistContext, steps_per_epoch: int,
-              total_steps: int) -> Trainable:
-        """Fresh components: the initial weights depend on the case's seed alone, on every rank."""
+              total_steps: int, speed: Speed | None = None) -> Trainable:
+        """Fresh components: the initial weights depend on the case's seed alone, on every rank.
+
+        ``speed`` applies the case's speed options: the memory format of the weights, torch.compile of the
+        model (compiled lazily, on its first call), and fp16's gradient scaler around the optimizer step."""
         case = self.case
         seed_everything(case.seed)
         module = self.model.build(
             case.model_kwargs, context={"input_shape": data.input_shape, "num_outputs": data.num_outputs}
         ).to(device)
+        if speed is not None:
+            module = speed.module(module)
         model = module
         if dist.distributed:
             from torch.nn.parallel import DistributedDataParallel
@@ -90,6 +98,12 @@ class CaseComponents:
             model = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
         augment = self._random_streams(data, device, dist)
         optimizer = self.optimizer.build(case.optimizer_kwargs, context={"params": model.parameters(), "lr": case.lr})
+        eval_model = module
+        if speed is not None and speed.compile_mode:
+            # one process: one compiled model for both (eval mode is a recompile); DDP: the wrapper is compiled
+            # for training, the module apart for evaluation, which never goes through DDP
+            model = speed.compiled(model)
+            eval_model = speed.compiled(module) if dist.distributed else model
         scheduler, interval = None, "epoch"
         if self.scheduler is not None:
             scheduler = self.scheduler.build(
@@ -100,8 +114,9 @@ class CaseComponents:
             )
             interval = self.scheduler.options["interval"]
             _check_monitor(case, scheduler, data)
-        lr_control = LRControl(optimizer, scheduler, interval, case.warmup_steps, case.warmup_start_factor)
-        return Trainable(module, model, optimizer, lr_control, augment)
+        stepped = optimizer if speed is None else speed.optimizer_for_steps(optimizer)
+        lr_control = LRControl(stepped, scheduler, interval, case.warmup_steps, case.warmup_start_factor)
+        return Trainable(module, model, optimizer, lr_control, augment, eval_model)
 
     def _random_streams(self, data: DatasetSplits, device: torch.device,
                         dist: DistContext) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 
@@ -39,6 +39,7 @@ from convbench.recording import RunRecorder
 from convbench.registry import Registry, get_registry
 from convbench.result import RunResult
 from convbench.run_telemetry import RunTelemetry
+from convbench.speed import Speed, eval_batches, warm_up
 from convbench.stall import ChanceLevel
 
 #: Steps between divergence checks (each reads the device once); also checked at every evaluation.
@@ -111,8 +112,11 @@ class PreparedRun:
         registry = self.settings.registry or get_registry()
         components = CaseComponents(case, registry)  # an unknown name fails here, before any download
         self.device = resolve_device(case.device)
+        self.speed = Speed(case, self.device)  # a precision this device lacks fails here, before any download
         # a private copy: what the case does to its data must not reach the cache, and so later cases
-        self.data = data = load_in_turns(case, registry, self.settings, dist, self.device).copy_to(self.device)
+        data = load_in_turns(case, registry, self.settings, dist, self.device).copy_to(self.device)
+        self.data = data = self.speed.data(data)  # in the case's memory format
+        self._layout = self.speed.inputs()
         self.target_split = target_split(case, data)
         num_samples = data.train[0].shape[0]
         self.share = RankShare.of(case, num_samples, dist.rank, dist.world_size)
@@ -120,22 +124,40 @@ class PreparedRun:
         spe = self.batches.steps_per_epoch
         self.total_steps = case.steps if case.steps is not None else max(1, round(case.epochs * spe))
         self.eval_steps = eval_steps(case.eval_every, spe, self.total_steps)
-        built = components.build(data, self.device, dist, spe, self.total_steps)
+        self.speed.set_global_precision()
+        built = components.build(data, self.device, dist, spe, self.total_steps, self.speed)
         self.module, self.model, self.optimizer = built.module, built.model, built.optimizer
         self.lr_control, self.augment = built.lr_control, built.augment
         self.loss = task_loss(data.task)
-        self.evaluator = Evaluator(self.module, data, eval_train_samples=case.eval_train_samples,
+        self.eval_model = self.module if built.eval_model is None else built.eval_model  # compiled, or the module
+        self.evaluator = Evaluator(self.eval_model, data, eval_train_samples=case.eval_train_samples,
                                    batch_size=case.eval_batch_size, device=self.device, dist=dist)
         synchronize(self.device)
         self.setup_s = time.perf_counter() - started
+        #: Seconds torch.compile took before training (None: not compiled); `Timing.compile_s`.
+        self.compile_s: float | None = self._compile() if self.speed.compile_mode else None
         self._ran = False
         self._last_progress = time.perf_counter()
         self._stream: Iterator[torch.Tensor] | None = None  # endless batches for throughput rounds
         self._steps_timed = 0
+        self._first_step_s: float | None = None
 
     def evaluate(self) -> dict[str, float | None]:
-        """Loss (and accuracy) on every split, in eval mode, without augmentation."""
-        return self.evaluator()
+        """Loss (and accuracy) on every split, in eval mode, without augmentation, at the case's precision."""
+        with self.speed.autocast():
+            return self.evaluator()
+
+    def _compile(self) -> float:
+        """Compile the model on one training batch's shape and every evaluation batch's shape before the
+        clocks start (`convbench.speed.warm_up`); the seconds, the slowest rank's."""
+        inputs, targets = self.data.train
+        index = torch.arange(self.share.start, self.share.stop, device=self.device)
+        batch = inputs[index] if self._layout is None else self._layout(inputs[index])
+        seconds = warm_up(self.speed, train_model=self.model, eval_model=self.eval_model,
+                          module=self.module, train_inputs=batch, train_targets=targets[index], loss=self.loss,
+                          eval_shapes=eval_batches(self.evaluator.eval_sets, self.case.eval_batch_size),
+                          device=self.device)
+        return self.dist.max(seconds, self.device)
 
     def train_step(self, index: torch.Tensor, step: int) -> torch.Tensor:
         """One optimizer step on this rank's share of the global batch ``index``; returns the loss.
@@ -145,11 +167,15 @@ class PreparedRun:
         if self.dist.distributed:
             index = index[self.share.start:self.share.stop]
         inputs, targets = self.data.train
-        loss = self.loss(self.model(self.augment(inputs[index])), targets[index])
+        batch = self.augment(inputs[index])
+        if self._layout is not None:  # channels_last: an augmentation may have returned NCHW
+            batch = self._layout(batch)
+        with self.speed.autocast():
+            loss = self.loss(self.model(batch), targets[index])
         if self.share.loss_weight != 1.0:
             loss = loss * self.share.loss_weight
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.speed.backward(loss)
         self.lr_control.optimizer_step(step)
         return loss.detach()
 
@@ -183,10 +209,14 @@ class PreparedRun:
         stall = record.stall_verdict(ChanceLevel.of(self.data), steps) if stop is StopReason.BUDGET else None
         if stall is not None:
             stop = StopReason.STALLED
-        return record.result(steps, scale=self.settings.scale, setup_s=self.setup_s,
-                             batch_size=self.batches.batch_size, telemetry=telemetry.result,
-                             stop_reason=stop.value, machine_load=telemetry.machine_load, energy=telemetry.energy,
-                             stall=stall)
+        result = record.result(steps, scale=self.settings.scale, setup_s=self.setup_s,
+                               batch_size=self.batches.batch_size, telemetry=telemetry.result,
+                               stop_reason=stop.value, machine_load=telemetry.machine_load, energy=telemetry.energy,
+                               stall=stall)
+        if self.compile_s is None:
+            return result
+        first_step_s = self.dist.max(self._first_step_s or 0.0, self.device)
+        return replace(result, timing=replace(result.timing, compile_s=self.compile_s, first_step_s=first_step_s))
 
     def _train(self, record: RunRecorder) -> tuple[int, StopReason]:
         """The loop: one step after another until the first stop reason; the steps taken, and why.
@@ -202,10 +232,14 @@ class PreparedRun:
         self._evaluate(record, step, lr)  # the initial state: a target met before training stops nothing
         stop: StopReason | None = None
         record.train_clock.start()
+        first_started = time.perf_counter()
         while stop is None:
             lr = lr_control.effective_lr(step)
             loss = self.train_step(next(batches), step)
             step += 1
+            if step == 1 and self.compile_s is not None:  # compiled: the first step's time apart (one sync)
+                synchronize(self.device)
+                self._first_step_s = time.perf_counter() - first_started
             record.add_step(step, loss, lr)
             lr_control.after_step()
             stop = self._checks_after(record, step, lr)

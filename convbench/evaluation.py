@@ -20,6 +20,10 @@ from convbench.recording import finite_or_none
 
 #: Evaluations per run at most, by default (the first, before training, not counted).
 MAX_EVALS = 50
+#: Evaluations per run at least, by default, for runs of fewer epochs (a curve needs points). Was 10: the
+#: benchmarks (`python -m benchmarks --only harness`) measured evaluation at 1-2.5x the training time of
+#: 2-3-epoch runs on mnist-5k, where ten evaluations of val, test and a train subset outweigh the training.
+MIN_EVALS = 4
 
 Loss = Callable[..., torch.Tensor]  # (outputs, targets, reduction="mean") -> loss
 
@@ -36,9 +40,9 @@ def task_loss(task: str) -> Loss:
 
 
 def eval_steps(eval_every: int | None, steps_per_epoch: int, total: int) -> frozenset[int]:
-    """Once per epoch by default, at least ~10 and at most `MAX_EVALS` times, and always at the end."""
+    """Once per epoch by default, at least ~`MIN_EVALS` and at most `MAX_EVALS` times, and always at the end."""
     if eval_every is None:
-        eval_every = max(min(steps_per_epoch, math.ceil(total / 10)), math.ceil(total / MAX_EVALS))
+        eval_every = max(min(steps_per_epoch, math.ceil(total / MIN_EVALS)), math.ceil(total / MAX_EVALS))
     return frozenset(range(eval_every, total + 1, eval_every)) | {total}
 
 

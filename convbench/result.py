@@ -167,9 +167,13 @@ class Timing:
     process_group_init_s: float | None = None
     pool_reused: bool | None = None
     first_in_process: bool | None = None
+    #: A compiled case's (``Case.compile``) compilation before training, and its first training step (in
+    #: ``train_s``); absent for other runs and in files written before they were recorded.
+    compile_s: float | None = None
+    first_step_s: float | None = None
 
     _POOL_FIELDS = ("startup_s", "process_group_init_s", "pool_reused")
-    _ABSENT_WHEN_NONE = (*_POOL_FIELDS, "first_in_process")
+    _ABSENT_WHEN_NONE = (*_POOL_FIELDS, "first_in_process", "compile_s", "first_step_s")
 
     def to_dict(self) -> dict[str, Any]:
         # the pool's fields are absent, not null, for in-process runs: a null start-up would read as unknown
@@ -183,7 +187,8 @@ class Timing:
                    startup_s=f.number("startup_s", optional=True),
                    process_group_init_s=f.number("process_group_init_s", optional=True),
                    pool_reused=f.flag("pool_reused", optional=True),
-                   first_in_process=f.flag("first_in_process", optional=True))
+                   first_in_process=f.flag("first_in_process", optional=True),
+                   compile_s=f.number("compile_s", optional=True), first_step_s=f.number("first_step_s", optional=True))
 
 
 @dataclass(frozen=True)

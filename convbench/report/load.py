@@ -295,7 +295,8 @@ def _record(path: Path, entry: Any) -> dict[str, Any] | None:
 
 #: Frame columns that describe the case (rather than measure it): what tables can be grouped and pivoted by.
 CASE_FIELDS = ("group", "model", "dataset", "optimizer", "lr", "batch_size", "scheduler", "seed", "world_size",
-               "scale", "machine", "commit")
+               "scale", "machine", "commit",
+               "precision", "channels_last", "compile")  # speed options (convbench.speed)
 
 
 def latest_only(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
@@ -342,6 +343,7 @@ def to_frame(records: list[dict[str, Any]], split: str) -> pd.DataFrame:
     with_load = any(r.get("machine_load") is not None for r in records)
     with_energy = any((r.get("energy") or {}).get("source") is not None for r in records)
     with_parallel = parallel.any_parallel(records)  # pytest -n N: runs measured beside other cases
+    with_compile = any(r["timing"].get("compile_s") is not None for r in records)  # compiled runs (Case.compile)
     # the train accuracy beside the held-out one (a train/test table), where some run evaluated it
     with_train_accuracy = split != "train" and any(r["final"].get("train_accuracy") is not None for r in records)
     rows = []
@@ -361,6 +363,10 @@ def to_frame(records: list[dict[str, Any]], split: str) -> pd.DataFrame:
             "scheduler": case["scheduler"],
             "seed": case["seed"],
             "world_size": case["world_size"],
+            # speed options; absent in results written before they existed, which ran fp32 uncompiled
+            "precision": case.get("precision", "fp32"),
+            "channels_last": case.get("channels_last", False),
+            "compile": case.get("compile", False),
             "scale": r.get("scale"),
             "outcome": r.get("outcome"),
             "diverged": r["diverged"],
@@ -376,6 +382,7 @@ def to_frame(records: list[dict[str, Any]], split: str) -> pd.DataFrame:
             "steps": r["steps"],
             "train_time_s": timing.get("train_s"),
             "eval_time_s": timing.get("eval_s"),
+            **({"compile_time_s": timing.get("compile_s")} if with_compile else {}),
             "samples_per_s": whole(r.get("samples_per_s")),
             **({"energy_j": energy.get("run_j"), "energy_to_target_j": energy.get("to_target_j")}
                if with_energy else {}),

@@ -30,8 +30,8 @@ from convbench.report.parallel import COLUMN as PARALLEL
 #: Numbers only some results have: `convbench.report.load.to_frame` makes them columns only where a run has
 #: them (energy where a counter was read), and the tables follow it, so that they stay narrow without them.
 #: Columns shown only where some run has them: the train accuracy (where the headline split is held out),
-#: and energy, which only runs with a counter record.
-OPTIONAL_METRICS = ("final_train_accuracy", "energy_j", "energy_to_target_j")
+#: energy, which only runs with a counter record, and compilation, which only compiled runs (Case.compile) record.
+OPTIONAL_METRICS = ("final_train_accuracy", "energy_j", "energy_to_target_j", "compile_time_s")
 #: The numbers a per-group table shows; with several seeds the mean, and ``<column>_std`` their spread.
 METRIC_COLUMNS = ("final_{split}_accuracy", "best_{split}_accuracy", "final_train_accuracy", "final_train_loss",
                   "final_{split}_loss",
