@@ -23,16 +23,17 @@ from convbench.report.tables import BUSY, STD_SUFFIX, plain
 SHORT_NAMES = {"final_{split}_accuracy": "{split} acc", "best_{split}_accuracy": "best {split} acc",
                "final_{split}_loss": "{split} loss", "final_train_loss": "train loss",
                "final_train_accuracy": "train acc", "time_to_target_s": "to target s", "train_time_s": "train s",
-               "energy_j": "energy J"}
+               "compile_time_s": "compile s", "energy_j": "energy J"}
 VERDICT = "verdict"
 
 
 def printed_metrics(headline: Headline) -> dict[str, str]:
     """Table column -> printed name, for the metrics a printed table shows: the headline (final accuracy,
     else final loss) on its split, the best accuracy, the train accuracy and loss, time to target, training
-    time and energy (the optional ones where runs recorded them)."""
+    time, compile time (apart from training) and energy (the optional ones where runs recorded them)."""
     wanted = [headline.column, *([f"best_{headline.split}_accuracy"] if headline.accuracy else []),
-              "final_train_accuracy", "final_train_loss", "time_to_target_s", "train_time_s", "energy_j"]
+              "final_train_accuracy", "final_train_loss", "time_to_target_s", "train_time_s", "compile_time_s",
+              "energy_j"]
     names = {}
     for column in dict.fromkeys(wanted):
         template = next(t for t in SHORT_NAMES if t.format(split=headline.split) == column)
