@@ -91,15 +91,22 @@ def group_lines(group: str, records: Sequence[Record]) -> list[str]:
     return lines
 
 
+#: Rounds whose spread is this share of their mean or more were disturbed: the line says so.
+NOISY_ROUNDS_CV = 0.1
+
+
 def throughput_lines(group: str, records: Sequence[Record]) -> list[str]:
-    """One line per measured throughput case: samples per second over its rounds (median round)."""
+    """One line per measured throughput case: its samples per second over its rounds, the number the
+    report's throughput table shows, and the rounds' spread where it is large enough to doubt it."""
     lines = [f"{group}: {_count(len(records), 'throughput case')}"]
     for r in records:
         rounds = r.get("round_s") or {}
-        per_round, samples = rounds.get("median") or rounds.get("mean"), r.get("samples_per_round")
-        if per_round and samples:
-            median_of = _count(r["rounds"], "round")
-            lines.append(f"  {r['case_id']}: {samples / per_round:,.0f} samples/s (median of {median_of})")
+        if r.get("samples_per_s"):
+            line = f"  {r['case_id']}: {r['samples_per_s']:,.0f} samples/s over {_count(r['rounds'], 'round')}"
+            mean, std = rounds.get("mean"), rounds.get("std")
+            if mean and std is not None and std / mean >= NOISY_ROUNDS_CV:
+                line += f" (rounds vary: std {std / mean:.0%} of their mean)"
+            lines.append(line)
         else:
             lines.append(f"  {r['case_id']}: not measured ({r.get('error') or r.get('outcome') or 'no rounds'})")
     return lines

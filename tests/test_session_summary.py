@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 import pytest
@@ -61,11 +62,18 @@ def test_failed_cases_are_counted_and_long_lists_are_cut() -> None:
     assert lines[-1].endswith("and 2 more") and "bad0" in lines[-1] and f"bad{MAX_NAMES}" not in lines[-1]
 
 
-def test_throughput_cases_show_samples_per_second_of_the_median_round() -> None:
+def test_throughput_cases_show_the_reports_samples_per_second_and_doubt_disturbed_rounds() -> None:
     entry = throughput_entry([0.1, 0.2, 0.4])["extra_info"]["convbench_throughput"]
+    overall = 3 * entry["samples_per_round"] / 0.7  # the report's samples_per_s: all samples over all rounds' time
+    assert entry["samples_per_s"] == pytest.approx(overall)
     lines = summary([], [{**entry, "group": "speed", "outcome": "passed"}])
+    spread = statistics.stdev([0.1, 0.2, 0.4]) / statistics.fmean([0.1, 0.2, 0.4])  # 65%: disturbed
     assert lines == ["speed: 1 throughput case",
-                     f"  {entry['case_id']}: {entry['samples_per_round'] / 0.2:,.0f} samples/s (median of 3 rounds)"]
+                     f"  {entry['case_id']}: {overall:,.0f} samples/s over 3 rounds "
+                     f"(rounds vary: std {spread:.0%} of their mean)"]
+    steady = throughput_entry([0.2, 0.201, 0.199])["extra_info"]["convbench_throughput"]
+    (_, line) = summary([], [{**steady, "group": "speed", "outcome": "passed"}])
+    assert line.endswith("samples/s over 3 rounds")
 
 
 def test_a_session_ends_with_the_summary_and_where_the_results_are(pytester: pytest.Pytester) -> None:
