@@ -394,3 +394,26 @@ def test_scaling_leaves_stalled_runs_out_of_the_speedup_and_names_them() -> None
     assert left_out_notes(base_stalled) == ["world size 1: stalled", "world size 2: its world-size-1 run stalled"]
     fig = ScalingFigure().draw(None, family, OPTIONS)
     assert "world size 2: stalled" in fig._supxlabel.get_text()
+
+
+@pytest.mark.parametrize("kind", [AccuracyFigure, LossFigure, LossScalesFigure])
+def test_a_study_of_many_cases_keeps_its_plot_and_a_legend_that_fits(kind) -> None:
+    """72 cases (the softmax study's optimizer x lr sweep) once squeezed the axes to nothing: matplotlib
+    warned "axes sizes collapsed to zero" and drew no plot. The legend goes under the axes, inside the figure."""
+    import warnings
+
+    runs = [run(lr=lr, optimizer=name, accuracy=[0.1, 0.2 + lr, 0.3 + lr, 0.4 + lr])
+            for name in ("sgd", "momentum", "nesterov", "adam", "adagrad", "adadelta", "rmsprop", "ftrl", "ftrl")
+            for lr in (1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5)][:72]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the collapse is a UserWarning at draw time
+        fig = kind().draw("g", runs, FigureOptions())
+        fig.canvas.draw()
+    (legend,) = fig.legends  # one legend for the figure, under its panels
+    assert all(ax.get_legend() is None for ax in fig.axes)
+    assert len(legend.get_texts()) == len({set_label([r]) for r in runs})
+    figure_box, legend_box = fig.bbox, legend.get_window_extent()
+    assert figure_box.x0 <= legend_box.x0 and legend_box.x1 <= figure_box.x1  # no label cut at the sides
+    for ax in fig.axes:
+        box = ax.get_window_extent()
+        assert box.height > 0.25 * figure_box.height / len(fig.axes) and box.y0 > legend_box.y1 - 1
