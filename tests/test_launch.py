@@ -515,8 +515,8 @@ def test_every_rank_evaluates_rank_zero_batchnorm_statistics(tmp_path):
         dist.all_gather_object(metrics, run.evaluate())
         if dist.get_rank() == 0:
             print("RESULT " + json.dumps(metrics))
-        # convbench's own clean-up (collect, then destroy), as its workers and torchrun runs do: on torch < 2.8 gloo's
-        # destructor holds the GIL while joining threads that may need it to free the last collective's tensors
+        # convbench's own clean-up, as its workers and torchrun runs do: on torch < 2.8 a bare destroy can hang (gloo's
+        # destructor holds the GIL while joining threads that may need it to free the last collective's tensors)
         destroy_process_group()
     '''))
     rank0, rank1 = torchrun_result(script)
@@ -562,8 +562,8 @@ def test_ranks_share_the_augmentation_stream_and_draw_dropout_from_their_own(tmp
             stream = copy_of_default_generator(torch.device("cpu"))  # where augmentation starts drawing
             one = {"stream_start": torch.rand(4, generator=stream).tolist(), "augmented": alone.augment(x).tolist()}
             print("RESULT " + json.dumps({"ranks": ranks, "one": one}))
-        # convbench's own clean-up (collect, then destroy), as its workers and torchrun runs do: on torch < 2.8 gloo's
-        # destructor holds the GIL while joining threads that may need it to free the last collective's tensors
+        # convbench's own clean-up, as its workers and torchrun runs do: on torch < 2.8 a bare destroy can hang (gloo's
+        # destructor holds the GIL while joining threads that may need it to free the last collective's tensors)
         destroy_process_group()
     '''))
     result = torchrun_result(script)
@@ -610,8 +610,8 @@ def test_a_rank_whose_data_fails_to_load_stops_every_rank(tmp_path):
         dist.all_gather_object(outcomes, outcome)
         if dist.get_rank() == 0:
             print("RESULT " + json.dumps(outcomes))
-        # convbench's own clean-up (collect, then destroy), as its workers and torchrun runs do: on torch < 2.8 gloo's
-        # destructor holds the GIL while joining threads that may need it to free the last collective's tensors
+        # convbench's own clean-up, as its workers and torchrun runs do: on torch < 2.8 a bare destroy can hang (gloo's
+        # destructor holds the GIL while joining threads that may need it to free the last collective's tensors)
         destroy_process_group()
     '''))
     rank0, rank1 = torchrun_result(script)
