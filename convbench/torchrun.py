@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import time
 
 import torch
 
@@ -85,4 +86,12 @@ def destroy_process_group() -> None:
 
     gc.collect()
     if dist.is_initialized():
+        if _GLOO_DESTRUCTOR_HOLDS_THE_GIL:
+            time.sleep(0.2)  # lets gloo's threads take the GIL and free the last collectives' tensors first
         dist.destroy_process_group()
+
+
+#: Before torch 2.8 (pytorch PR 154976), gloo's destructor joins its worker threads while holding the GIL; a
+#: worker still freeing a just-finished collective's tensors waits for the GIL, and destroy_process_group() hangs
+#: for good (seen on torch 2.4 right after all_gather_object, even after gc.collect()).
+_GLOO_DESTRUCTOR_HOLDS_THE_GIL = tuple(int(part) for part in torch.__version__.split(".")[:2]) < (2, 8)

@@ -404,7 +404,10 @@ def test_crop_matches_torchvision_pad_then_crop_per_sample(reg, kwargs, out_hw, 
     assert out.shape == (6, channels, *out_hw)
     # the padding torchvision's RandomCrop decides on (pad_if_needed included), as [left, top, right, bottom]
     tv_kwargs = {k: v for k, v in kwargs.items() if k != "size"}
-    padding = T.RandomCrop(kwargs.get("size", (9, 11)), **tv_kwargs).make_params([x[0]])["padding"]
+    crop = T.RandomCrop(kwargs.get("size", (9, 11)), **tv_kwargs)
+    # torchvision made it public as make_params in 0.21; 0.19 and 0.20 (torch 2.4, 2.5) call it _get_params
+    padding = getattr(crop, "make_params", None) or crop._get_params
+    padding = padding([x[0]])["padding"]
     assert params["top"].max() <= 9 + padding[1] + padding[3] - out_hw[0]
     assert params["left"].max() <= 11 + padding[0] + padding[2] - out_hw[1]
     for k in range(6):

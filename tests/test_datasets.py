@@ -25,6 +25,7 @@ import torchvision.datasets.mnist
 import torchvision.datasets.utils
 from error_text import one_line
 from idx_files import write_idx_dataset
+from packaging.version import Version
 
 from convbench import Case
 from convbench.engine import RunSettings, prepare_in_this_process, run_in_this_process
@@ -440,7 +441,9 @@ def test_download_failure_is_one_line_error(reg, tmp_path, monkeypatch, name):
     message = one_line(exc_info)
     assert calls, "download=True did not try to download"
     assert "could not be downloaded" in message and str(tmp_path) in message and repr(name) in message
-    assert "no network here" in message
+    if name == "cifar10" or Version(torchvision.__version__).release[:2] >= (0, 21):
+        # torchvision before 0.21 (torch 2.4, 2.5) prints each MNIST mirror's error and raises without it
+        assert "no network here" in message
 
 
 # ========================================================================= linear-regression

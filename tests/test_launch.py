@@ -483,6 +483,7 @@ def test_every_rank_evaluates_rank_zero_batchnorm_statistics(tmp_path):
     script.write_text(textwrap.dedent('''
         import json, types
         import torch, torch.distributed as dist
+        from convbench.torchrun import destroy_process_group
         from torch import nn
         import convbench
         from convbench import Case
@@ -514,7 +515,9 @@ def test_every_rank_evaluates_rank_zero_batchnorm_statistics(tmp_path):
         dist.all_gather_object(metrics, run.evaluate())
         if dist.get_rank() == 0:
             print("RESULT " + json.dumps(metrics))
-        dist.destroy_process_group()
+        # convbench's own clean-up, as its workers and torchrun runs do: on torch < 2.8 a bare destroy can hang (gloo's
+        # destructor holds the GIL while joining threads that may need it to free the last collective's tensors)
+        destroy_process_group()
     '''))
     rank0, rank1 = torchrun_result(script)
     assert rank0 == rank1
@@ -526,6 +529,7 @@ def test_ranks_share_the_augmentation_stream_and_draw_dropout_from_their_own(tmp
     script.write_text(textwrap.dedent('''
         import json, types
         import torch, torch.distributed as dist
+        from convbench.torchrun import destroy_process_group
         import convbench
         from convbench import Case
         from convbench.components import copy_of_default_generator
@@ -558,7 +562,9 @@ def test_ranks_share_the_augmentation_stream_and_draw_dropout_from_their_own(tmp
             stream = copy_of_default_generator(torch.device("cpu"))  # where augmentation starts drawing
             one = {"stream_start": torch.rand(4, generator=stream).tolist(), "augmented": alone.augment(x).tolist()}
             print("RESULT " + json.dumps({"ranks": ranks, "one": one}))
-        dist.destroy_process_group()
+        # convbench's own clean-up, as its workers and torchrun runs do: on torch < 2.8 a bare destroy can hang (gloo's
+        # destructor holds the GIL while joining threads that may need it to free the last collective's tensors)
+        destroy_process_group()
     '''))
     result = torchrun_result(script)
     rank0, rank1 = result["ranks"]
@@ -576,6 +582,7 @@ def test_a_rank_whose_data_fails_to_load_stops_every_rank(tmp_path):
     script.write_text(textwrap.dedent('''
         import json, os, types
         import torch, torch.distributed as dist
+        from convbench.torchrun import destroy_process_group
         import convbench
         from convbench import Case
         from convbench.distributed import context_from_process_group
@@ -603,7 +610,9 @@ def test_a_rank_whose_data_fails_to_load_stops_every_rank(tmp_path):
         dist.all_gather_object(outcomes, outcome)
         if dist.get_rank() == 0:
             print("RESULT " + json.dumps(outcomes))
-        dist.destroy_process_group()
+        # convbench's own clean-up, as its workers and torchrun runs do: on torch < 2.8 a bare destroy can hang (gloo's
+        # destructor holds the GIL while joining threads that may need it to free the last collective's tensors)
+        destroy_process_group()
     '''))
     rank0, rank1 = torchrun_result(script)
     assert rank0 == "ConvbenchError: dataset 'flaky' failed to load on another rank"
