@@ -122,8 +122,7 @@ class Speed:
     def set_global_precision(self) -> None:
         """TF32 for this case's matmuls and convolutions; `convbench.isolation` puts the switches back."""
         if self.precision == "tf32":
-            torch.backends.cuda.matmul.fp32_precision = "tf32"
-            torch.backends.cudnn.conv.fp32_precision = "tf32"
+            switch_tf32_on()
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """The context a forward pass (training or evaluation) runs in."""
@@ -256,3 +255,23 @@ def eval_batches(splits: dict[str, tuple[torch.Tensor, torch.Tensor]], batch_siz
             if size and size not in seen:
                 seen.add(size)
                 yield inputs[:size]
+
+
+def switch_tf32_on() -> None:
+    """TF32 matmuls and cuDNN convolutions, with the API this torch has: ``fp32_precision`` (torch 2.9 and
+    later, where the older flags are deprecated) or ``allow_tf32`` (torch 2.4 to 2.8, which has no
+    ``fp32_precision``: setting it raised AttributeError there)."""
+    if _has_fp32_precision():
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+        torch.backends.cudnn.conv.fp32_precision = "tf32"
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def _has_fp32_precision() -> bool:
+    try:
+        torch.backends.cuda.matmul.fp32_precision  # noqa: B018  (an attribute read decides the API)
+    except AttributeError:
+        return False
+    return True
