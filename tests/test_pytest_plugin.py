@@ -298,6 +298,10 @@ from torch import nn
 
 import convbench
 
+# A session started in the background (`cmd &`, nohup) inherits SIGINT ignored, and Python then leaves it
+# ignored: these tests are about Ctrl-C reaching pytest, so the inner session takes Python's own handler.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 class Interrupting(nn.Module):
     \"\"\"A linear model whose process gets SIGINT (Ctrl-C) during its `at_step`-th training step.\"\"\"
