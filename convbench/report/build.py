@@ -107,22 +107,24 @@ def _group_summaries(records: list[dict], names: Names) -> list[GroupSummary]:
     groups in the order of their first run."""
     from convbench.session_summary import group_lines
 
-    by_group: dict[str, list[dict]] = {}
-    for record in records:
-        by_group.setdefault(record["group"], []).append(record)
     return [GroupSummary(group, names.group(group), group_lines(group, members))
-            for group, members in by_group.items()]
+            for group, members in _by_group(records).items()]
 
 
 def _interactive_curves(records: list[dict], names: Names, options: FigureOptions | None) -> dict[str, str]:
     """Each group's interactive curves (`convbench.report.interactive`), by the group's file stem; groups
     whose runs logged no curve have none."""
     smooth = options.smooth if options is not None else 1
+    return {names.group(group): curves_div(members, smooth=smooth, div_id=f"curves-{names.group(group)}")
+            for group, members in _by_group(records).items() if has_curves(members)}
+
+
+def _by_group(records: list[dict]) -> dict[str, list[dict]]:
+    """The records of each benchmark group, groups in the order of their first record."""
     by_group: dict[str, list[dict]] = {}
     for record in records:
         by_group.setdefault(record["group"], []).append(record)
-    return {names.group(group): curves_div(members, smooth=smooth, div_id=f"curves-{names.group(group)}")
-            for group, members in by_group.items() if has_curves(members)}
+    return by_group
 
 
 def _figure_kinds(report: Report) -> dict[str, FigureKind]:
