@@ -25,18 +25,13 @@ MAX_EVALS = 50
 #: 2-3-epoch runs on mnist-5k, where ten evaluations of val, test and a train subset outweigh the training.
 MIN_EVALS = 4
 
-Loss = Callable[..., torch.Tensor]  # (outputs, targets, reduction="mean") -> loss
+Loss = Callable[..., torch.Tensor]  # (outputs, targets, *, reduction="mean") -> loss; reduction by keyword
 
 
 def task_loss(task: str) -> Loss:
-    """Cross-entropy for classification, mean squared error for regression."""
-    if task == "classification":
-        def loss(outputs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-            return F.cross_entropy(outputs, targets, reduction=reduction)
-    else:
-        def loss(outputs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-            return F.mse_loss(outputs, targets, reduction=reduction)
-    return loss
+    """Cross-entropy for classification, mean squared error for regression: torch's own functions, called
+    as ``loss(outputs, targets)`` or with ``reduction="sum"`` (no wrapper: the training step calls it)."""
+    return F.cross_entropy if task == "classification" else F.mse_loss
 
 
 def eval_steps(eval_every: int | None, steps_per_epoch: int, total: int) -> frozenset[int]:

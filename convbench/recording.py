@@ -2,7 +2,7 @@
 
 The loss curve, the evaluations, the target, parameter trajectories, the divergence verdict and the
 two clocks (training, evaluation) live here, so that the loop in `convbench.engine` shows only what
-training does. `add_step` is a write into a device buffer; everything that reads the device back
+training does. `add_loss` is a list append; everything that reads the device back
 (divergence checks, evaluations, the result) runs at intervals, outside the training clock or after
 a synchronisation.
 """
@@ -49,7 +49,16 @@ class RunRecorder:
         self.device = device
         self.dist = dist
         self.stride = max(1, math.ceil(total_steps / case.max_curve_points))
-        self.losses = torch.full((total_steps,), float("nan"), device=device)
+        # The step losses: the hot path only appends to a list (`add_loss`); each divergence check
+        # stacks the steps since the last one into a chunk, averaged over the ranks. Writing each loss
+        # into a device buffer as it came was a device op per step, and with the checks' own ops 5% of
+        # the softmax model's step (`python -m benchmarks --only harness`).
+        self._pending: list[torch.Tensor] = []
+        #: The hot path's one call per step: keep the step's loss (no host sync, no device op).
+        self.add_loss: Callable[[torch.Tensor], None] = self._pending.append
+        self._chunks: list[torch.Tensor] = []
+        self._loss_dtype = torch.get_default_dtype()  # the dtype the curve has always been kept in
+        self._first_loss: float | None = None  # read once, at the first divergence check
         self.lr_at_stride: list[float] = []
         self.evals: dict[str, list[Any]] = {"step": [], "epoch": [], "time_s": [], "lr": []}
         self.target: dict[str, Any] = {
@@ -75,24 +84,41 @@ class RunRecorder:
         for key, value in self._trajectory().items():
             self.params.setdefault(key, []).append(float(value))
 
-    def add_step(self, step: int, loss: torch.Tensor, lr: float) -> None:
-        """Step number ``step`` (counted from 1) trained at ``lr`` with ``loss``: no host sync."""
-        self.losses[step - 1] = loss
-        if step % self.stride == 0:
-            self.lr_at_stride.append(lr)
+    def after_steps(self, first: int, end: int, lr_of: Callable[[int], float]) -> None:
+        """Steps ``first + 1`` to ``end`` (counted from 1) have been taken: the learning rate (``lr_of``
+        the 0-based step) and the trajectory at every curve point among them. The engine ends a stretch
+        of steps at every step when the trajectory or the learning rate could change between them."""
+        stride = self.stride
+        for step in range((first // stride + 1) * stride, end + 1, stride):
+            self.lr_at_stride.append(lr_of(step - 1))
             self.record_trajectory(step)
 
     def diverged(self, step: int) -> bool:
         """Check the steps since the last check (collective: the curve and the verdict cover all ranks)."""
-        self.dist.mean_(self.losses[self._checked:step])
-        self.divergence = _check_divergence(self.losses, self._checked, step, self.case.divergence_factor)
+        if not self._pending:
+            return self.divergence is not None
+        window = self.dist.mean_(torch.stack(self._pending).to(self._loss_dtype))
+        self._pending.clear()
+        self._chunks.append(window)
+        if self._first_loss is None:  # averaged over the ranks just now: step 1 is in the first window
+            self._first_loss = window[0].item()
+        self.divergence = _check_divergence(window, self._checked, self.case.divergence_factor, self._first_loss)
         self._checked = step
         return self.divergence is not None
+
+    def losses(self) -> torch.Tensor:
+        """Every step's loss so far, in order (those since the last check not yet averaged over the ranks)."""
+        if len(self._chunks) > 1:
+            self._chunks = [torch.cat(self._chunks)]
+        checked = self._chunks[0] if self._chunks else torch.empty(0, device=self.device, dtype=self._loss_dtype)
+        if not self._pending:
+            return checked
+        return torch.cat([checked, torch.stack(self._pending).to(self._loss_dtype)])
 
     def recent_loss(self, step: int, window: int = 10) -> float | None:
         """The mean train loss of the last ``window`` steps up to ``step`` (read after a divergence check,
         which has averaged them over the ranks); None before the first step."""
-        losses = self.losses[max(0, step - window):step]
+        losses = self.losses()[max(0, step - window):step]
         return finite_or_none(losses.double().mean().item()) if losses.numel() else None
 
     def add_eval(self, step: int, lr: float, metrics: dict[str, float | None]) -> bool:
@@ -136,7 +162,7 @@ class RunRecorder:
         eval_s = dist.max(self.eval_clock.total, self.device)
         first_in_process = dist.any(self.first_in_process, self.device)  # cold if any rank was
         samples = steps * batch_size
-        curve_steps, curve_losses = _bucket_means(self.losses[:steps], self.stride)
+        curve_steps, curve_losses = _bucket_means(self.losses()[:steps], self.stride)
         return RunResult(
             case_id=case.id,
             case=case.to_dict(),
@@ -187,16 +213,21 @@ def _reached(case: Case, metrics: dict[str, float | None], split: str) -> bool:
     return False
 
 
-def _check_divergence(losses: torch.Tensor, start: int, stop: int, factor: float) -> dict[str, Any] | None:
-    """NaN/Inf anywhere in the window, or its mean above ``factor`` times the first loss."""
-    window = losses[start:stop]
-    finite = torch.isfinite(window)
-    # one read from the device for the three numbers: each read waits for the queued steps to finish
-    all_finite, reference, mean = torch.stack([finite.all().to(window.dtype), losses[0], window.mean()]).tolist()
-    if not all_finite:
-        first_bad = int((~finite).nonzero()[0])
-        value = float(window[first_bad])
-        return {"step": start + first_bad + 1, "reason": f"non-finite loss ({value})"}
+def _check_divergence(window: torch.Tensor, start: int, factor: float, reference: float) -> dict[str, Any] | None:
+    """NaN/Inf anywhere in ``window`` (the losses of the steps after step ``start``), or its mean above
+    ``factor`` times the first loss (``reference``).
+
+    One device op and one read in the usual case (the read waits for the queued steps): a NaN or an
+    infinity anywhere makes the mean non-finite, and only then is the window searched for it.
+    """
+    mean = window.mean().item()
+    if not math.isfinite(mean):
+        bad = (~torch.isfinite(window)).nonzero()
+        if bad.numel():  # else every loss is finite and only their mean overflowed: a blow-up
+            first_bad = int(bad[0])
+            value = float(window[first_bad])
+            return {"step": start + first_bad + 1, "reason": f"non-finite loss ({value})"}
+    stop = start + window.shape[0]
     if mean > factor * reference:
         return {"step": stop, "reason": f"loss {mean:.4g} exceeded {factor:g} x the first loss {reference:.4g}"}
     return None

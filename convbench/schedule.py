@@ -62,6 +62,11 @@ class LRControl:
             for group, lr in zip(self.optimizer.param_groups, scheduled, strict=True):
                 group["lr"] = lr
 
+    @property
+    def steps_every_step(self) -> bool:
+        """Whether the learning rate may change after any step (a scheduler stepped per step)."""
+        return self.scheduler is not None and self.interval == "step"
+
     def after_step(self) -> None:
         if self.scheduler is not None and self.interval == "step":
             self.scheduler.step()

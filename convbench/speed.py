@@ -114,19 +114,21 @@ class Speed:
         self.channels_last = case.channels_last
         self.compile_mode = case.compile
         dtype = _AUTOCAST_DTYPES.get(case.precision)
-        self._autocast: Callable[[], contextlib.AbstractContextManager[Any]] = (
+        #: The context a forward pass (training or evaluation) runs in. Attributes, not methods, as
+        #: `backward` below: the training step calls both, and a method's extra frame is a measurable
+        #: share of a small model's step (`python -m benchmarks --only harness`).
+        self.autocast: Callable[[], contextlib.AbstractContextManager[Any]] = (
             contextlib.nullcontext if dtype is None
             else lambda: torch.autocast(device_type=device.type, dtype=dtype))
         self.scaler: torch.amp.GradScaler | None = _scaler(device) if case.precision == "fp16" else None
+        #: ``loss.backward()``, through the gradient scaler with fp16.
+        self.backward: Callable[[torch.Tensor], None] = (
+            torch.Tensor.backward if self.scaler is None else self._scaled_backward)
 
     def set_global_precision(self) -> None:
         """TF32 for this case's matmuls and convolutions; `convbench.isolation` puts the switches back."""
         if self.precision == "tf32":
             switch_tf32_on()
-
-    def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        """The context a forward pass (training or evaluation) runs in."""
-        return self._autocast()
 
     def data(self, data: DatasetSplits) -> DatasetSplits:
         """The device-resident data in the case's memory format (images NHWC with channels_last)."""
@@ -165,8 +167,9 @@ class Speed:
         """What `LRControl` steps: the optimizer, or with fp16 the optimizer stepped through the scaler."""
         return optimizer if self.scaler is None else ScaledOptimizer(optimizer, self.scaler)
 
-    def backward(self, loss: torch.Tensor) -> None:
-        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+    def _scaled_backward(self, loss: torch.Tensor) -> None:
+        assert self.scaler is not None
+        self.scaler.scale(loss).backward()
 
 
 def _scaler(device: torch.device) -> torch.amp.GradScaler:

@@ -169,7 +169,7 @@ def test_curve_points_are_bucket_means_of_the_step_losses(settings):
     original = prepared.loss
 
     def spy(outputs, targets, reduction="mean"):
-        value = original(outputs, targets, reduction)
+        value = original(outputs, targets, reduction=reduction)
         if prepared.model.training:
             seen.append(value.item())
         return value
