@@ -155,11 +155,13 @@ def run(repeats: int, tiny: bool = False) -> list[Comparison]:
 
         a, b = alternate(plain, ours, repeats, ("plain loop", "convbench"))
         identical = all(p.losses == h.losses for p, h in zip(plains, harness, strict=True))
-        same_accuracy = all(p.final_test_accuracy == h.final_test_accuracy for p, h in zip(plains, harness, strict=True))
+        same_accuracy = all(p.final_test_accuracy == h.final_test_accuracy
+                            for p, h in zip(plains, harness, strict=True))
         load = (load_start, load_1min())
         rows.append(Comparison("harness", case.model, "train s", a, b, goal="ratio <= 1.02",
                                goal_met=b.median / a.median <= 1.02,
-                               extra={"identical_losses": identical, "identical_test_accuracy": same_accuracy, "steps": len(plains[0].losses)}, load=load))
+                               extra={"identical_losses": identical, "identical_test_accuracy": same_accuracy,
+                                      "steps": len(plains[0].losses)}, load=load))
         timed = harness[1:]  # the warm-up run holds the first data load
         parts = {name: Side(name, [getattr(h, name) for h in timed])
                  for name in ("wall_s", "setup_s", "train_s", "eval_s", "json_s", "other_s")}

@@ -1,8 +1,9 @@
 """The training loop for one case (one rank): train, evaluate at intervals, stop for one reason, time.
 
 Lean like airbench: data sits on the device, a batch is an index gather, and the hot path holds only
-the forward pass, the backward pass, the optimizer step and a list append of the loss. Everything that needs the host (divergence checks, curves, evaluation) happens at intervals,
-outside the timed training segments or after a device synchronisation.
+the forward pass, the backward pass, the optimizer step and a list append of the loss. Everything
+that needs the host (divergence checks, curves, evaluation) happens at intervals, outside the timed
+training segments or after a device synchronisation.
 
 What a run is made of lives beside it: its components (`convbench.components`), its rank's share of
 the batch (`convbench.rank_share`), its data (`convbench.loading`), its evaluation

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # benchmarks/ is a folder of the repository, not part of the installed package
     sys.path.append(str(ROOT))
 
-from benchmarks import harness_overhead  # noqa: E402
+from benchmarks import data_path, harness_overhead  # noqa: E402
 from benchmarks.__main__ import BENCHMARKS, main  # noqa: E402
 from benchmarks.timing import Comparison, Side, alternate, format_table  # noqa: E402
 
@@ -50,6 +50,7 @@ def test_the_plain_loop_and_convbench_take_the_same_steps_with_the_same_losses()
     plain = harness_overhead.plain_loop(case)
     ours = harness_overhead.convbench_run(case)
     assert len(plain.losses) == 12 and plain.losses == ours.losses
+    assert plain.final_test_accuracy == ours.final_test_accuracy  # it evaluated the same model the same way
     other_seed = harness_overhead.plain_loop(case.replace(seed=1))
     assert other_seed.losses != plain.losses  # the comparison can tell runs apart
 
@@ -65,14 +66,16 @@ def test_an_unknown_benchmark_is_one_line_naming_the_choices(capsys):
 def test_the_command_runs_a_tiny_configuration_and_writes_ratios(tmp_path):
     out = tmp_path / "bench.json"
     done = subprocess.run([sys.executable, "-m", "benchmarks", "--tiny", "--repeats", "1", "--only",
-                           "harness,telemetry", "--json", str(out)], cwd=ROOT, capture_output=True, text=True,
+                           "harness,telemetry,data", "--json", str(out)], cwd=ROOT, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr
     assert "ratio B/A" in done.stdout and "torch " in done.stdout and "load average" in done.stdout
     document = json.loads(out.read_text(encoding="utf-8"))
     assert {"torch", "threads", "cpu", "load_avg"} <= set(document["environment"])
     rows = document["results"]
-    assert {row["benchmark"] for row in rows} == {"harness", "telemetry"}
+    assert {row["benchmark"] for row in rows} == {"harness", "telemetry", "data"}
+    batches = next(row for row in rows if row["measure"] == "s/batch ready")  # the data paths alone, no model
+    assert batches["extra"]["batches"] == data_path.TINY["steps"] and batches["goal"]
     assert {row["case"] for row in rows if row["benchmark"] == "harness"} == {"softmax", "mlp", "lenet5"}
     for row in rows:
         assert math.isfinite(row["ratio"]) and row["ratio"] > 0

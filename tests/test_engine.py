@@ -383,3 +383,53 @@ def test_fixed_order_takes_the_same_batches_every_epoch_and_for_every_seed(setti
     shuffled_runs = [run_in_this_process(BLOBS.replace(seed=seed, model_kwargs={"init": "zeros"}), settings)
                      for seed in (0, 1)]
     assert shuffled_runs[0].curves["train"]["loss"] != shuffled_runs[1].curves["train"]["loss"]
+
+
+# ------------------------------------------------------------------ the hot path: stretches of steps
+def _stretches(prepared: PreparedRun) -> list[tuple[int, int]]:
+    """Run ``prepared``; the (first, end) of every stretch of steps the loop took between its bookkeeping."""
+    seen: list[tuple[int, int]] = []
+    original = type(prepared).__dict__["_train"]
+
+    def spying_train(record):
+        after_steps = record.after_steps
+
+        def spy(first, end, lr_of):
+            seen.append((first, end))
+            after_steps(first, end, lr_of)
+
+        record.after_steps = spy
+        return original(prepared, record)
+
+    prepared._train = spying_train
+    prepared.run()
+    return seen
+
+
+def test_stretches_end_at_every_check_evaluation_and_epoch_end_and_nowhere_else(settings):
+    prepared = PreparedRun(BLOBS.replace(eval_every=15, epochs=3), settings)  # 20 steps per epoch, 60 in all
+    stretches = _stretches(prepared)
+    due = {10 * k for k in range(1, 7)} | {15, 30, 45, 60} | {20, 40, 60}
+    assert [end for _, end in stretches] == sorted(due)
+    assert [first for first, _ in stretches] == [0, *sorted(due)[:-1]]  # no step skipped, none taken twice
+
+
+def test_a_scheduler_stepped_every_step_makes_every_step_a_stretch(settings):
+    case = BLOBS.replace(scheduler="cosine", epochs=1)
+    stretches = _stretches(PreparedRun(case, settings))
+    assert stretches == [(step, step + 1) for step in range(20)]
+
+
+def test_divergence_check_finds_the_first_non_finite_step_of_a_window():
+    from convbench.recording import _check_divergence
+    window = torch.tensor([1.0, 1.0, math.inf, math.nan, 1.0])
+    verdict = _check_divergence(window, 30, factor=10.0, reference=1.0)
+    assert verdict == {"step": 33, "reason": "non-finite loss (inf)"}
+
+
+def test_divergence_check_calls_an_overflowing_mean_of_finite_losses_a_blow_up():
+    from convbench.recording import _check_divergence
+    window = torch.tensor([3e38, 3e38, 3e38])  # each finite in float32, their mean is not
+    verdict = _check_divergence(window, 30, factor=10.0, reference=2.3)
+    assert verdict is not None and verdict["step"] == 33 and "exceeded 10 x the first loss 2.3" in verdict["reason"]
+    assert _check_divergence(torch.tensor([2.0, 2.5]), 0, factor=10.0, reference=2.3) is None
