@@ -127,6 +127,11 @@ class EpochBatches:
             yield order[i * self.batch_size:(i + 1) * self.batch_size]
 
 
+def identity(batch: torch.Tensor) -> torch.Tensor:
+    """No augmentation: what `compose` returns for none, so that the training step can skip the call."""
+    return batch
+
+
 def compose(transforms: Sequence[Callable[[torch.Tensor], torch.Tensor]], generator: torch.Generator | None = None,
             global_batch: int | None = None, start: int = 0) -> Callable[[torch.Tensor], torch.Tensor]:
     """Apply batch transforms in order; the identity when there are none.
@@ -142,6 +147,8 @@ def compose(transforms: Sequence[Callable[[torch.Tensor], torch.Tensor]], genera
     the rank's batch and draws from torch's default generator, which differs between ranks.
     """
     transforms = tuple(transforms)
+    if not transforms:
+        return identity
 
     def augment(batch: torch.Tensor) -> torch.Tensor:
         rows = slice(start, start + batch.shape[0])

@@ -422,14 +422,47 @@ def test_a_scheduler_stepped_every_step_makes_every_step_a_stretch(settings):
 
 def test_divergence_check_finds_the_first_non_finite_step_of_a_window():
     from convbench.recording import _check_divergence
-    window = torch.tensor([1.0, 1.0, math.inf, math.nan, 1.0])
+    window = [1.0, 1.0, math.inf, math.nan, 1.0]
     verdict = _check_divergence(window, 30, factor=10.0, reference=1.0)
     assert verdict == {"step": 33, "reason": "non-finite loss (inf)"}
 
 
-def test_divergence_check_calls_an_overflowing_mean_of_finite_losses_a_blow_up():
+def test_divergence_check_calls_huge_finite_losses_a_blow_up_even_when_their_sum_overflows():
     from convbench.recording import _check_divergence
-    window = torch.tensor([3e38, 3e38, 3e38])  # each finite in float32, their mean is not
-    verdict = _check_divergence(window, 30, factor=10.0, reference=2.3)
-    assert verdict is not None and verdict["step"] == 33 and "exceeded 10 x the first loss 2.3" in verdict["reason"]
-    assert _check_divergence(torch.tensor([2.0, 2.5]), 0, factor=10.0, reference=2.3) is None
+    for window in ([3e38, 3e38, 3e38], [1e308, 1e308]):  # the float32 and the float64 sum overflow
+        verdict = _check_divergence(window, 30, factor=10.0, reference=2.3)
+        assert verdict is not None and verdict["step"] == 30 + len(window)
+        assert "exceeded 10 x the first loss 2.3" in verdict["reason"]
+    assert _check_divergence([2.0, 2.5], 0, factor=10.0, reference=2.3) is None
+
+
+def test_both_ways_of_reading_the_losses_give_the_same_curve_and_verdict(settings, monkeypatch):
+    """One CPU process reads each loss; other runs read one stacked tensor: the results must not differ."""
+    import convbench.recording as recording
+
+    def runs():
+        finite = run_in_this_process(BLOBS.replace(max_curve_points=1000), settings)
+        nan = run_in_this_process(BLOBS.replace(model="nan_after", model_kwargs={"steps": 5}), settings)
+        return finite.curves["train"]["loss"], finite.final, nan.divergence
+
+    reads = []
+    original_item = torch.Tensor.item
+
+    def counted_item(tensor):
+        reads.append(tensor.numel())
+        return original_item(tensor)
+
+    monkeypatch.setattr(torch.Tensor, "item", counted_item)
+    each = runs()
+    read_each = len(reads)
+    original_init = recording.RunRecorder.__init__
+
+    def stacked(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        self._read_each = False
+
+    monkeypatch.setattr(recording.RunRecorder, "__init__", stacked)
+    reads.clear()
+    assert runs() == each
+    assert len(reads) < read_each - 60  # 60 steps of BLOBS read one by one in the first runs, not in these
+    assert each[2].step == 6 and len(each[0]) == 60
