@@ -35,6 +35,7 @@
 #   convbench/speed.py:Speed.__init__             (torch.autocast and GradScaler on cuda)
 #   convbench/speed.py:Speed.set_global_precision (TF32 matmul and cuDNN switches)
 #   convbench/speed.py:warm_up                    (CUDA random state kept across compilation)
+#   convbench/recording.py:RunRecorder.diverged   (one stacked read per divergence check on a GPU)
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here/.." || exit 2
