@@ -9,8 +9,8 @@ closed after every case, so that every case spawns its workers and joins a new p
 compares the two sweeps' wall times, and each sweep's wall time against the sum of its cases' training
 times. The goal (at most 1.2x) is judged on the pooled sweep after its first case, which starts the pool
 and loads the data into the workers once per session: the steady state of a long sweep. The last row
-splits that wall time: the cases' own evaluations (at default settings; the harness benchmark's
-evaluation share) and the rest, which is the pool's cost (preparing each case, messages, results).
+takes the cases' own evaluations (at default settings; the harness benchmark's evaluation share) out
+of that wall time: what it has above 1.0 is the pool's cost (preparing each case, messages, results).
 """
 
 from __future__ import annotations

@@ -466,3 +466,19 @@ def test_both_ways_of_reading_the_losses_give_the_same_curve_and_verdict(setting
     assert runs() == each
     assert len(reads) < read_each - 60  # 60 steps of BLOBS read one by one in the first runs, not in these
     assert each[2].step == 6 and len(each[0]) == 60
+
+
+def test_a_model_with_a_trajectory_takes_one_step_per_stretch_so_each_point_is_read_at_its_step(settings):
+    case = Case(model="linear_regression", dataset="line", optimizer="sgd", lr=0.5, batch_size=20, epochs=2,
+                model_kwargs={"init": "zeros"}, max_curve_points=1000)
+    prepared = PreparedRun(case, settings)
+    stretches = _stretches(prepared)
+    assert all(end == first + 1 for first, end in stretches) and len(stretches) == prepared.total_steps
+
+
+def test_a_compiled_models_first_step_is_a_stretch_of_its_own(settings):
+    prepared = PreparedRun(BLOBS.replace(epochs=1, eval_every=20), settings)
+    prepared.compile_s = 0.0  # as if compiled: the loop times the first step apart, after one step
+    stretches = _stretches(prepared)
+    assert stretches[:2] == [(0, 1), (1, 10)]
+    assert 0 < prepared._first_step_s
