@@ -481,4 +481,4 @@ def test_a_compiled_models_first_step_is_a_stretch_of_its_own(settings):
     prepared.compile_s = 0.0  # as if compiled: the loop times the first step apart, after one step
     stretches = _stretches(prepared)
     assert stretches[:2] == [(0, 1), (1, 10)]
-    assert 0 < prepared._first_step_s
+    assert prepared._first_step_s > 0
