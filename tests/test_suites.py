@@ -71,6 +71,25 @@ def test_collect_only_names_each_invalid_case_and_runs_nothing(pytester: pytest.
     assert message in line and "valid" in line, line
 
 
+def test_collect_only_leaves_cases_that_no_convbench_fixture_trains_to_their_tests(pytester: pytest.Pytester) -> None:
+    """A test that checks how an invalid case fails is given that case: collection must not fail on it."""
+    write_suite(pytester, """
+        @pytest.mark.parametrize("case", [BASE.replace(optimizer="sdg")])
+        def test_the_error_names_the_optimizer(case):
+            from convbench import run_case
+            with pytest.raises(Exception, match="sdg"):
+                run_case(case)
+
+        @pytest.mark.parametrize("case", [BASE, BASE.replace(optimizer="sdg")])
+        def test_cases(convergence, case):
+            convergence(case)
+        """)
+    result = pytester.runpytest("--collect-only", "-q", "--convbench-scale", "full")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = result.stderr.str()
+    assert "1 of 2 collected cases are invalid" in errors and "test_the_error_names_the_optimizer" not in errors
+
+
 def test_collect_only_passes_a_valid_suite(pytester: pytest.Pytester) -> None:
     write_suite(pytester, textwrap.dedent("""
         @pytest.mark.parametrize("case", grid(BASE, lr=[0.1, 0.5]))
