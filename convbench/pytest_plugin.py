@@ -457,16 +457,12 @@ def _runs_a_case(item: pytest.Item) -> bool:
     return bool(_CASE_FIXTURES & set(getattr(item, "fixturenames", ())))
 
 
-#: The fixtures through which convbench trains and records a collected case.
-CASE_FIXTURES = ("convergence", "throughput")
-
-
 def _collected_cases(session: pytest.Session) -> list[tuple[pytest.Item, Case]]:
     """The cases convbench will train: parameters of tests that use one of its fixtures. A test that is
     given a Case for another reason (one that checks an invalid case's error, as convbench's own do)
     is not convbench's to validate or to name in its tables."""
     return [(item, value) for item in session.items
-            if any(name in getattr(item, "fixturenames", ()) for name in CASE_FIXTURES)
+            if _runs_a_case(item)
             for value in getattr(getattr(item, "callspec", None), "params", {}).values() if isinstance(value, Case)]
 
 

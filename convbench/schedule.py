@@ -68,7 +68,7 @@ class LRControl:
         return self.scheduler is not None and self.interval == "step"
 
     def after_step(self) -> None:
-        if self.scheduler is not None and self.interval == "step":
+        if self.steps_every_step:
             self.scheduler.step()
 
     def after_epoch(self) -> None:
