@@ -113,18 +113,22 @@ class RunRecorder:
         self._checked = step
         return self.divergence is not None
 
-    def losses(self) -> torch.Tensor:
-        """Every step's loss so far, in order, on the CPU (those since the last check not yet averaged
-        over the ranks)."""
-        checked = torch.tensor(self._values, dtype=self._loss_dtype, device="cpu")  # whatever the default device
-        if not self._pending:
+    def losses(self, start: int = 0) -> torch.Tensor:
+        """The losses of steps ``start + 1`` onwards, in order, on the CPU (those since the last check
+        not yet averaged over the ranks); only those are copied, so a heartbeat late in a long run
+        does not rebuild the whole curve."""
+        # on the CPU whatever the default device
+        checked = torch.tensor(self._values[start:], dtype=self._loss_dtype, device="cpu")
+        pending = self._pending[max(0, start - len(self._values)):]
+        if not pending:
             return checked
-        return torch.cat([checked, torch.stack(self._pending).to(self._loss_dtype).cpu()])
+        return torch.cat([checked, torch.stack(pending).to(self._loss_dtype).cpu()])
 
     def recent_loss(self, step: int, window: int = 10) -> float | None:
         """The mean train loss of the last ``window`` steps up to ``step`` (read after a divergence check,
         which has averaged them over the ranks); None before the first step."""
-        losses = self.losses()[max(0, step - window):step]
+        start = max(0, step - window)
+        losses = self.losses(start)[:step - start]
         return finite_or_none(losses.double().mean().item()) if losses.numel() else None
 
     def add_eval(self, step: int, lr: float, metrics: dict[str, float | None]) -> bool:

@@ -482,3 +482,19 @@ def test_a_compiled_models_first_step_is_a_stretch_of_its_own(settings):
     stretches = _stretches(prepared)
     assert stretches[:2] == [(0, 1), (1, 10)]
     assert prepared._first_step_s > 0
+
+
+def test_the_losses_from_a_step_on_are_the_tail_of_all_of_them_checked_or_pending():
+    from convbench.distributed import DistContext
+    from convbench.recording import RunRecorder
+    record = RunRecorder(BLOBS, 30, 20, "val", torch.device("cpu"), DistContext())
+    for value in range(1, 11):
+        record.add_loss(torch.tensor(float(value)))
+    assert not record.diverged(10)  # the mean 5.5 is below 10 x the first loss
+    for value in range(11, 16):  # five steps since the check, not yet read
+        record.add_loss(torch.tensor(float(value)))
+    everything = record.losses()
+    assert everything.tolist() == [float(v) for v in range(1, 16)]
+    for start in (0, 7, 10, 12, 15):
+        assert record.losses(start).tolist() == everything[start:].tolist()
+    assert record.recent_loss(10, window=4) == pytest.approx((7 + 8 + 9 + 10) / 4)
